@@ -1,0 +1,163 @@
+//! Cache policies: TTL clamps like CloudFront's, with presets named after its managed ones.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::rfc::freshness::TtlRules;
+
+/// How long objects stay fresh at the edge, like a CloudFront cache policy.
+///
+/// The origin's freshness (`s-maxage`, `max-age`, `Expires`, or a heuristic from
+/// `Last-Modified`) is clamped to `min_ttl..=max_ttl`; a response without freshness
+/// information gets `default_ttl`. The default policy is plain RFC 9111: default TTL 0, so a
+/// response without freshness information or a heuristic is not stored.
+///
+/// `no-store` and `private` responses are never stored, whatever `min_ttl` says: a shared
+/// cache must not keep them (RFC 9111 §5.2.2.5, §5.2.2.7).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cdn::CachePolicy;
+///
+/// let policy = CachePolicy::caching_optimized().max_ttl(Duration::from_secs(3600));
+/// assert_eq!(policy.default_ttl_value(), Duration::from_secs(3600));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachePolicy {
+    min_ttl: Duration,
+    default_ttl: Duration,
+    max_ttl: Duration,
+    enabled: bool,
+    heuristic_fraction: f64,
+    heuristic_max: Duration,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self::rfc()
+    }
+}
+
+impl CachePolicy {
+    /// RFC 9111 behaviour: min 0, default 0, max one year; heuristic freshness is 10% of the
+    /// time since `Last-Modified`, at most one day.
+    pub fn rfc() -> Self {
+        Self {
+            min_ttl: Duration::ZERO,
+            default_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(31_536_000),
+            enabled: true,
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(86_400),
+        }
+    }
+
+    /// CloudFront's `Managed-CachingOptimized`: min 1 s, default 1 day, max 1 year.
+    pub fn caching_optimized() -> Self {
+        Self {
+            min_ttl: Duration::from_secs(1),
+            default_ttl: Duration::from_secs(86_400),
+            ..Self::rfc()
+        }
+    }
+
+    /// CloudFront's `Managed-CachingDisabled`: nothing is looked up or stored.
+    pub fn caching_disabled() -> Self {
+        Self {
+            min_ttl: Duration::ZERO,
+            default_ttl: Duration::ZERO,
+            max_ttl: Duration::ZERO,
+            enabled: false,
+            ..Self::rfc()
+        }
+    }
+
+    /// The lower bound on the freshness of stored objects.
+    pub fn min_ttl(mut self, ttl: Duration) -> Self {
+        self.min_ttl = ttl;
+        self
+    }
+
+    /// The freshness of responses that carry none.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// The upper bound on the freshness of stored objects.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = ttl;
+        self
+    }
+
+    /// The fraction of the time since `Last-Modified` used as heuristic freshness
+    /// (RFC 9111 §4.2.2), and its cap. `0.0` turns heuristics off.
+    pub fn heuristic(mut self, fraction: f64, max: Duration) -> Self {
+        self.heuristic_fraction = fraction;
+        self.heuristic_max = max;
+        self
+    }
+
+    /// The configured default TTL.
+    pub fn default_ttl_value(&self) -> Duration {
+        self.default_ttl.min(self.max_ttl)
+    }
+
+    /// Whether this policy caches at all.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.min_ttl <= self.default_ttl && self.default_ttl <= self.max_ttl) && self.enabled {
+            // CachingOptimized-style shortening of max below default is allowed: the default is
+            // clamped to max. Only min above max is contradictory.
+            if self.min_ttl > self.max_ttl || self.min_ttl > self.default_ttl {
+                return Err(ConfigError::TtlOrder {
+                    min: self.min_ttl,
+                    default: self.default_ttl,
+                    max: self.max_ttl,
+                });
+            }
+        }
+        if !(0.0..=1.0).contains(&self.heuristic_fraction) {
+            return Err(ConfigError::HeuristicFraction(self.heuristic_fraction.to_string()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rules(&self) -> TtlRules {
+        TtlRules {
+            min: self.min_ttl.as_secs(),
+            default: self.default_ttl_value().as_secs(),
+            max: self.max_ttl.as_secs(),
+            heuristic_fraction: self.heuristic_fraction,
+            heuristic_max: self.heuristic_max.as_secs(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_above_max_is_rejected() {
+        let p = CachePolicy::rfc().min_ttl(Duration::from_secs(10)).max_ttl(Duration::from_secs(5));
+        assert!(matches!(p.validate(), Err(ConfigError::TtlOrder { .. })));
+    }
+
+    #[test]
+    fn presets_are_valid() {
+        CachePolicy::rfc().validate().unwrap();
+        CachePolicy::caching_optimized().validate().unwrap();
+        CachePolicy::caching_disabled().validate().unwrap();
+        assert!(!CachePolicy::caching_disabled().is_enabled());
+    }
+
+    #[test]
+    fn bad_heuristic_fraction_is_rejected() {
+        let p = CachePolicy::rfc().heuristic(1.5, Duration::ZERO);
+        assert!(matches!(p.validate(), Err(ConfigError::HeuristicFraction(_))));
+    }
+}

@@ -1,0 +1,103 @@
+//! What the memory store holds: objects, `Vary` records and hit-for-pass markers.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::rfc::freshness::current_age;
+
+/// A stored response. Shared by `Arc`: a hit clones pointers, never body bytes.
+#[derive(Debug)]
+pub(crate) struct Object {
+    pub(crate) status: StatusCode,
+    /// End-to-end fields as received; hop-by-hop fields and internal fields removed.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// When the response was received (RFC 9111 §4.2.3 `response_time`).
+    pub(crate) response_time: SystemTime,
+    pub(crate) corrected_initial_age: u64,
+    /// Seconds the edge treats it as fresh, after the TTL rules.
+    pub(crate) freshness_lifetime: u64,
+    pub(crate) rules: ReuseRules,
+    /// Host and path, for invalidation by pattern.
+    pub(crate) host: Box<str>,
+    pub(crate) path: Box<str>,
+    pub(crate) weight: u64,
+}
+
+/// Response directives that govern reuse, read once when the object is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReuseRules {
+    /// `no-cache`: never reused without revalidation (RFC 9111 §5.2.2.4).
+    pub(crate) no_cache: bool,
+    /// `must-revalidate`, `proxy-revalidate`, `s-maxage`: never served stale (§4.2.4).
+    pub(crate) no_stale: bool,
+    pub(crate) stale_while_revalidate: u64,
+    pub(crate) stale_if_error: u64,
+}
+
+impl Object {
+    /// `current_age` (RFC 9111 §4.2.3) at `now`, in seconds.
+    pub(crate) fn age(&self, now: SystemTime) -> u64 {
+        current_age(self.corrected_initial_age, self.response_time, now)
+    }
+
+    /// Seconds of freshness left at `now`; negative once stale.
+    pub(crate) fn ttl(&self, now: SystemTime) -> i64 {
+        self.freshness_lifetime as i64 - self.age(now) as i64
+    }
+
+    pub(crate) fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::ETAG)
+    }
+
+    pub(crate) fn last_modified(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::LAST_MODIFIED)
+    }
+
+    pub(crate) fn has_validator(&self) -> bool {
+        self.etag().is_some() || self.last_modified().is_some()
+    }
+}
+
+/// Store weight of a response: body, fields and a fixed overhead for the bookkeeping.
+pub(crate) fn weigh(headers: &HeaderMap, body: &Bytes, extra: usize) -> u64 {
+    const OVERHEAD: usize = 256;
+    let fields: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 32)
+        .sum();
+    (body.len() + fields + extra + OVERHEAD) as u64
+}
+
+/// A `Vary` record under the URL's primary key. Variants live under
+/// `primary.variant(epoch, names, request)`; a new record gets a new epoch, so variants of an
+/// invalidated record can never be found again.
+#[derive(Debug)]
+pub(crate) struct VaryRecord {
+    pub(crate) names: Vec<HeaderName>,
+    pub(crate) epoch: u64,
+}
+
+/// One slot of the memory store.
+#[derive(Clone, Debug)]
+pub(crate) enum Slot {
+    Object(Arc<Object>),
+    Vary(Arc<VaryRecord>),
+    /// Hit-for-pass: the URL answered with something not storable; until `until`, requests
+    /// go straight to the origin without collapsing.
+    Pass { until: SystemTime },
+}
+
+impl Slot {
+    pub(crate) fn weight(&self) -> u64 {
+        match self {
+            Slot::Object(o) => o.weight,
+            Slot::Vary(v) => 128 + 32 * v.names.len() as u64,
+            Slot::Pass { .. } => 64,
+        }
+    }
+}

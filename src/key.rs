@@ -1,0 +1,129 @@
+//! Cache keys: a 128-bit hash of scheme, host, path and query, and the `Vary` secondary key.
+
+use http::header::{HeaderMap, HeaderName, HOST};
+use http::{Request, Uri};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::rfc::headers::comma_list;
+
+/// Identifies one stored object. A hash, so building it allocates nothing; 128 bits make a
+/// collision between distinct URLs vanishingly unlikely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct CacheKey(pub(crate) u128);
+
+impl CacheKey {
+    /// The primary key of a request: scheme, host, path and full query (RFC 9111 §2).
+    pub(crate) fn for_request<B>(req: &Request<B>) -> CacheKey {
+        let uri = req.uri();
+        let host = host_of(uri, req.headers());
+        Self::for_parts(scheme_of(uri), host, uri.path(), uri.query())
+    }
+
+    /// The primary key for an explicit URL's parts.
+    pub(crate) fn for_parts(scheme: &str, host: &[u8], path: &str, query: Option<&str>) -> CacheKey {
+        let mut h = Xxh3::new();
+        h.update(scheme.as_bytes());
+        h.update(b"\0");
+        for b in host {
+            // Host names are case-insensitive (RFC 9110 §4.2.3).
+            h.update(&[b.to_ascii_lowercase()]);
+        }
+        h.update(b"\0");
+        h.update(if path.is_empty() { b"/" } else { path.as_bytes() });
+        if let Some(q) = query {
+            h.update(b"?");
+            h.update(q.as_bytes());
+        }
+        CacheKey(h.digest128())
+    }
+
+    /// The key of one variant: this key, the epoch of its `Vary` record, and the request's
+    /// values of the nominated fields, normalised per RFC 9111 §4.1 (lines combined, white
+    /// space around commas dropped, `Accept*` values case-folded).
+    pub(crate) fn variant(self, epoch: u64, names: &[HeaderName], request: &HeaderMap) -> CacheKey {
+        let mut h = Xxh3::new();
+        h.update(&self.0.to_le_bytes());
+        h.update(&epoch.to_le_bytes());
+        for name in names {
+            h.update(name.as_str().as_bytes());
+            let fold = name.as_str().starts_with("accept");
+            let mut lines = request.get_all(name).iter().peekable();
+            h.update(if lines.peek().is_some() { b"=" } else { b"!" });
+            for line in lines {
+                for member in comma_list(line) {
+                    if fold {
+                        for b in member {
+                            h.update(&[b.to_ascii_lowercase()]);
+                        }
+                    } else {
+                        h.update(member);
+                    }
+                    h.update(b",");
+                }
+            }
+            h.update(b"\0");
+        }
+        CacheKey(h.digest128())
+    }
+}
+
+/// The request's scheme: from the URI when absolute, else `http`.
+pub(crate) fn scheme_of(uri: &Uri) -> &str {
+    uri.scheme_str().unwrap_or("http")
+}
+
+/// The request's host: the URI authority when absolute (RFC 9112 §3.2.2), else `Host`.
+pub(crate) fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a [u8] {
+    match uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => headers.get(HOST).map_or(&[][..], |h| h.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn key(uri: &str, host: Option<&str>) -> CacheKey {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        CacheKey::for_request(&b.body(()).unwrap())
+    }
+
+    #[test]
+    fn key_includes_scheme_host_path_and_query() {
+        let base = key("http://a.example/p?x=1", None);
+        assert_eq!(base, key("/p?x=1", Some("A.example")));
+        assert_ne!(base, key("https://a.example/p?x=1", None));
+        assert_ne!(base, key("http://b.example/p?x=1", None));
+        assert_ne!(base, key("http://a.example/p?x=2", None));
+        assert_ne!(base, key("http://a.example/q?x=1", None));
+        assert_ne!(key("/p?", Some("a")), key("/p", Some("a")));
+    }
+
+    #[test]
+    fn variant_normalises_whitespace_and_accept_case() {
+        let k = key("/", Some("a"));
+        let names = [HeaderName::from_static("accept-language")];
+        let mut h1 = HeaderMap::new();
+        h1.insert("accept-language", HeaderValue::from_static("EN ,  fr"));
+        let mut h2 = HeaderMap::new();
+        h2.append("accept-language", HeaderValue::from_static("en"));
+        h2.append("accept-language", HeaderValue::from_static("fr"));
+        assert_eq!(k.variant(1, &names, &h1), k.variant(1, &names, &h2));
+        assert_ne!(k.variant(1, &names, &h1), k.variant(2, &names, &h1));
+        assert_ne!(k.variant(1, &names, &h1), k.variant(1, &names, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn absent_and_empty_fields_differ() {
+        let k = key("/", Some("a"));
+        let names = [HeaderName::from_static("x-v")];
+        let mut empty = HeaderMap::new();
+        empty.insert("x-v", HeaderValue::from_static(""));
+        assert_ne!(k.variant(1, &names, &empty), k.variant(1, &names, &HeaderMap::new()));
+    }
+}

@@ -1,0 +1,232 @@
+//! [`CdnLayer`]: the configuration and the parts every clone shares.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tower_layer::Layer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::collapse::Flights;
+use crate::config::CachePolicy;
+use crate::error::ConfigError;
+use crate::rfc::freshness::TtlRules;
+use crate::service::CdnService;
+use crate::status::CacheStatus;
+use crate::store::MemoryStore;
+
+const DEFAULT_CAPACITY: u64 = 256 * 1024 * 1024;
+const DEFAULT_MAX_OBJECT: u64 = 16 * 1024 * 1024;
+
+/// A tower [`Layer`] that puts a CDN edge cache in front of a service (the origin).
+///
+/// Cloning a `CdnLayer` is cheap and every clone, and every service it makes, shares one
+/// cache: `axum::Router::layer` clones the layer once per route, and all routes still share
+/// one store, one collapsing table and one clock.
+///
+/// See the [crate documentation](crate) for what is cached and how requests collapse.
+#[derive(Clone, Debug)]
+pub struct CdnLayer {
+    shared: Arc<Shared>,
+}
+
+impl CdnLayer {
+    /// A layer with default settings: RFC 9111 freshness, a 256 MiB store, objects up to 16 MiB.
+    pub fn new() -> Self {
+        Self::builder().build().expect("default configuration is valid")
+    }
+
+    /// A builder for every setting.
+    pub fn builder() -> CdnLayerBuilder {
+        CdnLayerBuilder::default()
+    }
+
+    /// Bytes held by the memory store (objects, fields and bookkeeping).
+    pub fn store_weight(&self) -> u64 {
+        self.shared.store.weight()
+    }
+
+    /// The memory store's capacity in bytes.
+    pub fn store_capacity(&self) -> u64 {
+        self.shared.store.capacity()
+    }
+
+    /// Entries held by the memory store (objects, `Vary` records, pass markers).
+    pub fn store_entries(&self) -> usize {
+        self.shared.store.len()
+    }
+}
+
+impl Default for CdnLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for CdnLayer {
+    type Service = CdnService<S>;
+
+    fn layer(&self, inner: S) -> CdnService<S> {
+        CdnService::new(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`CdnLayer`]. Every setting has a default; `build` checks them together.
+#[derive(Debug)]
+pub struct CdnLayerBuilder {
+    capacity: u64,
+    max_object_size: u64,
+    policy: CachePolicy,
+    cache_name: String,
+    clock: Arc<dyn Clock>,
+    collapse_timeout: Duration,
+    hit_for_pass: Duration,
+}
+
+impl Default for CdnLayerBuilder {
+    fn default() -> Self {
+        Self {
+            capacity: DEFAULT_CAPACITY,
+            max_object_size: DEFAULT_MAX_OBJECT,
+            policy: CachePolicy::rfc(),
+            cache_name: "tower-cdn".to_owned(),
+            clock: Arc::new(SystemClock),
+            collapse_timeout: Duration::from_secs(10),
+            hit_for_pass: Duration::from_secs(30),
+        }
+    }
+}
+
+impl CdnLayerBuilder {
+    /// The memory store's capacity in bytes (bodies, fields and bookkeeping).
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// The largest response body stored; larger ones are served but not stored.
+    pub fn max_object_size(mut self, bytes: u64) -> Self {
+        self.max_object_size = bytes;
+        self
+    }
+
+    /// The cache policy (TTL clamps).
+    pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The name in `X-Cache: Hit from NAME` and `Cache-Status: NAME; hit`.
+    pub fn cache_name(mut self, name: impl Into<String>) -> Self {
+        self.cache_name = name.into();
+        self
+    }
+
+    /// The clock freshness and `Age` are computed from. Tests pass a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a viewer waits for another viewer's origin request for the same object
+    /// before going to the origin itself.
+    pub fn collapse_timeout(mut self, timeout: Duration) -> Self {
+        self.collapse_timeout = timeout;
+        self
+    }
+
+    /// How long a URL whose response was not storable skips collapsing (hit-for-pass), so
+    /// requests for it reach the origin in parallel instead of queuing.
+    pub fn hit_for_pass(mut self, ttl: Duration) -> Self {
+        self.hit_for_pass = ttl;
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<CdnLayer, ConfigError> {
+        if self.capacity == 0 {
+            return Err(ConfigError::ZeroCapacity);
+        }
+        if self.max_object_size > self.capacity / 4 {
+            return Err(ConfigError::ObjectLargerThanStore {
+                max_object_size: self.max_object_size,
+                capacity: self.capacity,
+            });
+        }
+        self.policy.validate()?;
+        let x_cache = |status: CacheStatus| {
+            HeaderValue::try_from(format!("{} from {}", status.as_str(), self.cache_name))
+                .map_err(|_| ConfigError::CacheName(self.cache_name.clone()))
+        };
+        if !self.cache_name.bytes().all(|b| b.is_ascii_graphic()) || self.cache_name.is_empty() {
+            return Err(ConfigError::CacheName(self.cache_name));
+        }
+        let x_cache = XCache {
+            hit: x_cache(CacheStatus::Hit)?,
+            refresh_hit: x_cache(CacheStatus::RefreshHit)?,
+            miss: x_cache(CacheStatus::Miss)?,
+            error: x_cache(CacheStatus::Error)?,
+        };
+        let store = MemoryStore::new(self.capacity, self.max_object_size);
+        Ok(CdnLayer {
+            shared: Arc::new(Shared {
+                enabled: self.policy.is_enabled(),
+                rules: self.policy.rules(),
+                max_object_size: self.max_object_size.min(store.max_object()),
+                store,
+                flights: Arc::new(Flights::default()),
+                clock: self.clock,
+                x_cache,
+                cache_name: self.cache_name,
+                collapse_timeout: self.collapse_timeout,
+                hit_for_pass: self.hit_for_pass,
+                epochs: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+/// Prebuilt `X-Cache` values, so responses cost no formatting.
+#[derive(Debug)]
+pub(crate) struct XCache {
+    pub(crate) hit: HeaderValue,
+    pub(crate) refresh_hit: HeaderValue,
+    pub(crate) miss: HeaderValue,
+    pub(crate) error: HeaderValue,
+}
+
+impl XCache {
+    pub(crate) fn get(&self, status: CacheStatus) -> &HeaderValue {
+        match status {
+            CacheStatus::Hit => &self.hit,
+            CacheStatus::RefreshHit => &self.refresh_hit,
+            CacheStatus::Miss | CacheStatus::Pass => &self.miss,
+            CacheStatus::Error => &self.error,
+        }
+    }
+}
+
+/// What every clone of a layer, and every service it made, shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) enabled: bool,
+    pub(crate) rules: TtlRules,
+    pub(crate) max_object_size: u64,
+    pub(crate) store: MemoryStore,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) x_cache: XCache,
+    pub(crate) cache_name: String,
+    pub(crate) collapse_timeout: Duration,
+    pub(crate) hit_for_pass: Duration,
+    epochs: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh epoch for a new `Vary` record.
+    pub(crate) fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::Relaxed)
+    }
+}

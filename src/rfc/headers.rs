@@ -1,0 +1,126 @@
+//! Field helpers shared by the cache: hop-by-hop fields, `Vary`, comma lists.
+
+use http::header::{HeaderMap, HeaderName, CONNECTION, UPGRADE, VARY};
+use http::HeaderValue;
+
+/// At most this many field names are read from `Vary`; more makes the response unstorable.
+pub(crate) const MAX_VARY_FIELDS: usize = 16;
+
+/// Fields that only concern one connection (RFC 9110 §7.6.1) and are never stored or replayed.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Removes hop-by-hop fields, including every field that `Connection` names.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| comma_list(v))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(UPGRADE);
+}
+
+/// Members of a comma-separated list (RFC 9110 §5.6.1), trimmed, empty ones skipped.
+pub(crate) fn comma_list(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|m| !m.is_empty())
+}
+
+/// What a response's `Vary` asks of later requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Vary {
+    /// No `Vary`: one object per URL.
+    None,
+    /// `*` on any line, or too many names: can never match (RFC 9111 §4.1).
+    Star,
+    /// Lower-cased field names, deduplicated, in order.
+    Fields(Vec<HeaderName>),
+}
+
+impl Vary {
+    pub(crate) fn parse(headers: &HeaderMap) -> Vary {
+        let mut names: Vec<HeaderName> = Vec::new();
+        for line in headers.get_all(VARY) {
+            for member in comma_list(line) {
+                if member == b"*" {
+                    return Vary::Star;
+                }
+                // A name that is not a valid field name can never be matched either.
+                let Ok(name) = HeaderName::from_bytes(member) else {
+                    return Vary::Star;
+                };
+                if !names.contains(&name) {
+                    if names.len() == MAX_VARY_FIELDS {
+                        return Vary::Star;
+                    }
+                    names.push(name);
+                }
+            }
+        }
+        if names.is_empty() {
+            Vary::None
+        } else {
+            Vary::Fields(names)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_fields_are_removed() {
+        let mut h = map(&[
+            ("connection", "x-secret, keep-alive"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("content-type", "text/plain"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn vary_star_on_any_line_never_matches() {
+        // RFC 9111 §4.1
+        assert_eq!(Vary::parse(&map(&[("vary", "accept"), ("vary", "*")])), Vary::Star);
+        assert_eq!(Vary::parse(&map(&[("vary", "accept, *")])), Vary::Star);
+    }
+
+    #[test]
+    fn vary_names_are_lowercased_and_deduplicated() {
+        let v = Vary::parse(&map(&[("vary", "Accept-Language, accept-language"), ("vary", "X-A")]));
+        assert_eq!(v, Vary::Fields(vec![HeaderName::from_static("accept-language"), HeaderName::from_static("x-a")]));
+        assert_eq!(Vary::parse(&map(&[("vary", " , ")])), Vary::None);
+    }
+}

@@ -1,0 +1,73 @@
+//! Named outcomes: what the cache did for a request, and why it did not store a response.
+
+/// What the edge did for a request, as shown in `X-Cache` (CloudFront's wording) and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CacheStatus {
+    /// Served from the cache without contacting the origin.
+    Hit,
+    /// A stored object was revalidated with the origin (304) and served.
+    RefreshHit,
+    /// Fetched from the origin (and stored when allowed).
+    Miss,
+    /// Passed to the origin without consulting or filling the cache.
+    Pass,
+    /// The edge answered with an error of its own (504 `only-if-cached`, 502, timeouts).
+    Error,
+}
+
+impl CacheStatus {
+    /// The CloudFront result type: `Hit`, `RefreshHit`, `Miss`, `Error` (a pass shows `Miss`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "Hit",
+            CacheStatus::RefreshHit => "RefreshHit",
+            CacheStatus::Miss | CacheStatus::Pass => "Miss",
+            CacheStatus::Error => "Error",
+        }
+    }
+}
+
+/// Why a response was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoStoreReason {
+    /// Only GET responses are stored.
+    Method,
+    /// The request carried `Cache-Control: no-store`.
+    RequestNoStore,
+    /// The status code is not one this cache understands (or is 206).
+    Status,
+    /// The response carried `no-store`.
+    NoStore,
+    /// The response carried `private`.
+    Private,
+    /// The request carried `Authorization` and the response did not allow sharing it.
+    Authorization,
+    /// The response had no freshness information and no heuristic applied.
+    NoFreshness,
+    /// `Vary: *` can never be matched.
+    VaryStar,
+    /// The body was larger than the per-object maximum.
+    TooLarge,
+    /// The origin body failed before its end.
+    BodyError,
+}
+
+impl NoStoreReason {
+    /// A short name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoStoreReason::Method => "method",
+            NoStoreReason::RequestNoStore => "request-no-store",
+            NoStoreReason::Status => "status",
+            NoStoreReason::NoStore => "no-store",
+            NoStoreReason::Private => "private",
+            NoStoreReason::Authorization => "authorization",
+            NoStoreReason::NoFreshness => "no-freshness",
+            NoStoreReason::VaryStar => "vary-star",
+            NoStoreReason::TooLarge => "too-large",
+            NoStoreReason::BodyError => "body-error",
+        }
+    }
+}
