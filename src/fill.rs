@@ -58,6 +58,7 @@ pub(crate) struct Fill {
     pub(crate) initial_age: u64,
     state: Mutex<State>,
     consumed: Notify,
+    settled: Notify,
 }
 
 impl Fill {
@@ -71,6 +72,7 @@ impl Fill {
                 ..State::default()
             }),
             consumed: Notify::new(),
+            settled: Notify::new(),
         })
     }
 
@@ -121,6 +123,7 @@ impl Fill {
             std::mem::take(&mut s.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
+        self.settled.notify_waiters();
     }
 
     /// Stops keeping chunks for storage; from now on only readers' needs count.
@@ -128,6 +131,24 @@ impl Fill {
         let mut s = self.lock();
         s.keep_all = false;
         trim(&mut s);
+        drop(s);
+        self.settled.notify_waiters();
+    }
+
+    /// Waits until the fill has ended or stopped keeping chunks; the whole body if it was
+    /// complete and kept.
+    pub(crate) async fn settled(&self) -> Option<Bytes> {
+        loop {
+            let notified = self.settled.notified();
+            {
+                let s = self.lock();
+                if s.end.is_some() || !s.keep_all {
+                    break;
+                }
+            }
+            notified.await;
+        }
+        self.body()
     }
 
     /// Bytes received so far and still held.

@@ -1,6 +1,8 @@
 //! [`CdnService`]: the request phases in order — method, key, lookup, reuse or fetch.
 
+use std::collections::hash_map::RandomState;
 use std::future::poll_fn;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,8 +10,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, AGE, CONTENT_LENGTH, CONTENT_LOCATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, RANGE,
+    HeaderName, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, RANGE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -26,7 +28,9 @@ use crate::key::{host_of, scheme_of, CacheKey};
 use crate::layer::Shared;
 use crate::rfc::cache_control::{CacheControl, MaxStale};
 use crate::rfc::freshness::{corrected_initial_age, freshness_lifetime, storable};
+use crate::rfc::conditional::{self, Precondition};
 use crate::rfc::headers::{remove_hop_by_hop, Vary};
+use crate::rfc::range::{self, RangeOutcome};
 use crate::status::{CacheStatus, NoStoreReason};
 use crate::BoxError;
 
@@ -129,10 +133,11 @@ fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
     }
 }
 
-/// What the request carries that the viewer's response depends on.
-struct Viewer {
-    method: Method,
-    head: bool,
+/// The request fields the viewer's response depends on.
+#[derive(Clone, Copy)]
+struct ViewerRef<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
 }
 
 /// What a trip to the origin produced.
@@ -141,6 +146,7 @@ enum Fetched<B, E> {
     Done(Arc<Object>),
     Pass(Response<B>, Fwd),
     Failed(E),
+    Edge(StatusCode),
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for CdnService<S>
@@ -161,10 +167,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let method = req.method().clone();
-        if method != Method::GET && method != Method::HEAD {
-            return self.pass(req, Fwd::Method);
-        }
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return self.pass(req, Fwd::Method),
+        };
         if !self.shared.enabled {
             return self.pass(req, Fwd::Bypass);
         }
@@ -178,15 +185,15 @@ where
             }
             slot => (primary, slot, Fwd::UriMiss),
         };
-        let viewer = Viewer {
-            head: method == Method::HEAD,
-            method,
-        };
         let mut stale = None;
         match slot {
             Some(Slot::Object(obj)) => match reuse(&obj, &cc, now) {
                 Reuse::Fresh | Reuse::Stale => {
-                    let res = object_response(&self.shared, &obj, &viewer, CacheStatus::Hit, now);
+                    let viewer = ViewerRef {
+                        method: req.method(),
+                        headers: req.headers(),
+                    };
+                    let res = object_response(&self.shared, &obj, viewer, CacheStatus::Hit, now);
                     return ResponseFuture::ready(res);
                 }
                 Reuse::Revalidate(fwd) => stale = Some((obj, fwd)),
@@ -200,28 +207,32 @@ where
             // RFC 9111 §5.2.1.7
             return ResponseFuture::ready(edge_error(&self.shared, StatusCode::GATEWAY_TIMEOUT));
         }
-        if viewer.head || cc.no_store {
-            // A HEAD miss cannot fill the cache; `no-store` forbids keeping the answer.
-            return self.pass(req, stale.map_or(fwd, |(_, f)| f));
-        }
         let fwd = stale.as_ref().map_or(fwd, |(_, f)| *f);
+        if head || cc.no_store {
+            // A HEAD miss cannot fill the cache; `no-store` forbids keeping the answer.
+            return self.pass(req, fwd);
+        }
         let stale = stale.map(|(obj, _)| obj);
         let inner = self.inner.clone();
         let shared = self.shared.clone();
+        let (method, headers) = (req.method().clone(), req.headers().clone());
         ResponseFuture::origin(async move {
+            let viewer = ViewerRef {
+                method: &method,
+                headers: &headers,
+            };
             let guard = match shared.flights.join(key) {
                 Join::Leader(guard) => Some(guard),
                 Join::Follower(rx) => {
-                    let state = tokio::time::timeout(shared.collapse_timeout, follow(rx)).await;
-                    match state {
+                    match tokio::time::timeout(shared.collapse_timeout, follow(rx)).await {
                         Ok(FlightState::Streaming(fill)) => {
                             if let Some(reader) = fill.reader() {
-                                return Ok(fill_response(&shared, reader, &viewer, fwd, true));
+                                return Ok(fill_response(&shared, reader, viewer, fwd, true).await);
                             }
                         }
                         Ok(FlightState::Done(obj)) => {
                             let now = shared.clock.now();
-                            return Ok(object_response(&shared, &obj, &viewer, CacheStatus::RefreshHit, now));
+                            return Ok(object_response(&shared, &obj, viewer, CacheStatus::RefreshHit, now));
                         }
                         Ok(FlightState::Pending | FlightState::Abandoned) | Err(_) => {}
                     }
@@ -240,13 +251,14 @@ where
             let (tx, rx) = oneshot::channel();
             tokio::spawn(fetch.run(inner, req, tx));
             match rx.await {
-                Ok(Fetched::Stream(reader, fwd)) => Ok(fill_response(&shared, reader, &viewer, fwd, false)),
+                Ok(Fetched::Stream(reader, fwd)) => Ok(fill_response(&shared, reader, viewer, fwd, false).await),
                 Ok(Fetched::Done(obj)) => {
                     let now = shared.clock.now();
-                    Ok(object_response(&shared, &obj, &viewer, CacheStatus::RefreshHit, now))
+                    Ok(object_response(&shared, &obj, viewer, CacheStatus::RefreshHit, now))
                 }
                 Ok(Fetched::Pass(res, fwd)) => Ok(pass_response(&shared, res, fwd)),
                 Ok(Fetched::Failed(e)) => Err(e),
+                Ok(Fetched::Edge(status)) => Ok(edge_error(&shared, status)),
                 Err(_) => Ok(edge_error(&shared, StatusCode::BAD_GATEWAY)),
             }
         })
@@ -384,6 +396,13 @@ impl Fetch {
 
         if res.status() == StatusCode::NOT_MODIFIED {
             if let Some(stale) = self.stale.take() {
+                if !conditional::not_modified_selects(&stale.headers, res.headers()) {
+                    // RFC 9111 §4.3.4: a 304 for other validators must not update the object,
+                    // and cannot stand in for the full response this request needs.
+                    self.shared.store.remove(&self.key);
+                    let _ = reply.send(Fetched::Edge(StatusCode::BAD_GATEWAY));
+                    return;
+                }
                 let obj = self.refresh(&stale, res.headers(), request_time, response_time, &request_headers);
                 if let Some(guard) = &self.guard {
                     guard.publish(FlightState::Done(obj.clone()));
@@ -510,7 +529,7 @@ impl Fetch {
         request_headers: &HeaderMap,
     ) -> Arc<Object> {
         let mut headers = stale.headers.clone();
-        merge_not_modified(&mut headers, not_modified);
+        conditional::merge_not_modified(&mut headers, not_modified);
         let cc = CacheControl::parse(&headers);
         let rules = &self.shared.rules;
         let freshness_lifetime = freshness_lifetime(stale.status, &cc, &headers, rules).unwrap_or(0);
@@ -565,70 +584,134 @@ fn marks_pass(reason: NoStoreReason) -> bool {
     !matches!(reason, NoStoreReason::RequestNoStore | NoStoreReason::Authorization | NoStoreReason::Method)
 }
 
-/// RFC 9111 §4.3.4 and §3.2: fields of a 304 replace stored ones; these are never taken from it.
-fn merge_not_modified(stored: &mut HeaderMap, not_modified: &HeaderMap) {
-    let mut fresh = not_modified.clone();
-    remove_hop_by_hop(&mut fresh);
-    for name in [CONTENT_LENGTH, http::header::CONTENT_ENCODING, http::header::CONTENT_RANGE] {
-        fresh.remove(name);
-    }
-    for name in fresh.keys() {
-        stored.remove(name);
-    }
-    for (name, value) in fresh.iter() {
-        stored.append(name.clone(), value.clone());
-    }
+/// Where a response body comes from.
+enum Source {
+    Stored(Bytes),
+    Fill(FillReader),
 }
 
-fn object_response<B>(
+/// Answers the viewer from a stored object or a fill: its preconditions (RFC 9110 §13.2.2),
+/// then its range (§14), then HEAD, then the edge's own fields.
+#[allow(clippy::too_many_arguments)]
+fn respond<B>(
     shared: &Shared,
-    obj: &Object,
-    viewer: &Viewer,
-    status: CacheStatus,
-    now: SystemTime,
+    viewer: ViewerRef<'_>,
+    status: StatusCode,
+    stored: &HeaderMap,
+    source: Source,
+    age: u64,
+    outcome: CacheStatus,
+    cache_status: String,
 ) -> Response<CdnBody<B>> {
-    let body = if viewer.head {
-        CdnBody::empty()
+    // §13.2.1: preconditions apply only where the response would have been 2xx.
+    let precondition = if status.is_success() {
+        conditional::evaluate(viewer.method, viewer.headers, stored.get(ETAG), stored.get(LAST_MODIFIED))
     } else {
-        CdnBody::full(obj.body.clone())
+        Precondition::Proceed
     };
-    let mut res = Response::new(body);
-    *res.status_mut() = obj.status;
-    *res.headers_mut() = obj.headers.clone();
-    let _ = &viewer.method;
+    let mut res = match precondition {
+        Precondition::NotModified => bare(StatusCode::NOT_MODIFIED, conditional::not_modified_headers(stored)),
+        Precondition::Failed => bare(StatusCode::PRECONDITION_FAILED, HeaderMap::new()),
+        Precondition::Proceed => {
+            let mut headers = stored.clone();
+            let (status, body) = match source {
+                Source::Stored(body) if status == StatusCode::OK => {
+                    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                    ranged(viewer, &mut headers, body)
+                }
+                Source::Stored(body) => (status, CdnBody::full(body)),
+                Source::Fill(reader) => (status, CdnBody::fill(reader)),
+            };
+            let body = if viewer.method == Method::HEAD { CdnBody::empty() } else { body };
+            let mut res = Response::new(body);
+            *res.status_mut() = status;
+            *res.headers_mut() = headers;
+            res
+        }
+    };
     let headers = res.headers_mut();
-    headers.insert(AGE, HeaderValue::from(obj.age(now)));
-    headers.insert(X_CACHE.clone(), shared.x_cache.get(status).clone());
-    let ttl = obj.ttl(now);
-    let cache_status = match status {
-        CacheStatus::RefreshHit => format!("{}; fwd=stale; fwd-status=304; ttl={ttl}", shared.cache_name),
-        _ => format!("{}; hit; ttl={ttl}", shared.cache_name),
-    };
+    headers.insert(AGE, HeaderValue::from(age));
+    headers.insert(X_CACHE.clone(), shared.x_cache.get(outcome).clone());
     if let Ok(v) = HeaderValue::try_from(cache_status) {
         headers.insert(CACHE_STATUS.clone(), v);
     }
     res
 }
 
-fn fill_response<B>(
+fn bare<B>(status: StatusCode, headers: HeaderMap) -> Response<CdnBody<B>> {
+    let mut res = Response::new(CdnBody::empty());
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    res
+}
+
+/// The part of a stored 200 that the viewer's `Range` asks for (RFC 9110 §14).
+fn ranged<B>(viewer: ViewerRef<'_>, headers: &mut HeaderMap, body: Bytes) -> (StatusCode, CdnBody<B>) {
+    let Some(spec) = viewer.headers.get(RANGE) else {
+        return (StatusCode::OK, CdnBody::full(body));
+    };
+    // §14.2: Range is defined for GET only (HEAD answers as GET would, without the body).
+    let allowed = matches!(*viewer.method, Method::GET | Method::HEAD)
+        && viewer
+            .headers
+            .get(IF_RANGE)
+            .is_none_or(|v| range::if_range_allows_partial(v, headers.get(ETAG), headers.get(LAST_MODIFIED)));
+    if !allowed {
+        return (StatusCode::OK, CdnBody::full(body));
+    }
+    let len = body.len() as u64;
+    match range::evaluate(spec, len) {
+        RangeOutcome::Full => (StatusCode::OK, CdnBody::full(body)),
+        RangeOutcome::Single(r) => {
+            headers.insert(CONTENT_RANGE, range::content_range(&r, len));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+            (StatusCode::PARTIAL_CONTENT, CdnBody::full(body.slice(r.start as usize..r.end as usize)))
+        }
+        RangeOutcome::Multi(ranges) => {
+            let boundary = format!("{:016x}", RandomState::new().build_hasher().finish());
+            match range::multipart(&body, &ranges, headers.get(CONTENT_TYPE), len, &boundary) {
+                Some(parts) => {
+                    headers.insert(CONTENT_TYPE, parts.content_type);
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(parts.len));
+                    (StatusCode::PARTIAL_CONTENT, CdnBody::parts(parts.chunks))
+                }
+                None => (StatusCode::OK, CdnBody::full(body)),
+            }
+        }
+        RangeOutcome::Unsatisfiable => {
+            headers.insert(CONTENT_RANGE, range::unsatisfied_content_range(len));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+            (StatusCode::RANGE_NOT_SATISFIABLE, CdnBody::empty())
+        }
+    }
+}
+
+fn object_response<B>(
+    shared: &Shared,
+    obj: &Object,
+    viewer: ViewerRef<'_>,
+    outcome: CacheStatus,
+    now: SystemTime,
+) -> Response<CdnBody<B>> {
+    let ttl = obj.ttl(now);
+    let cache_status = match outcome {
+        CacheStatus::RefreshHit => format!("{}; fwd=stale; fwd-status=304; ttl={ttl}", shared.cache_name),
+        _ => format!("{}; hit; ttl={ttl}", shared.cache_name),
+    };
+    let source = Source::Stored(obj.body.clone());
+    respond(shared, viewer, obj.status, &obj.headers, source, obj.age(now), outcome, cache_status)
+}
+
+/// Answers from a fill. A range request waits for the whole body so it can be sliced; if the
+/// object turns out too large to keep, the viewer gets the full 200 stream instead.
+async fn fill_response<B>(
     shared: &Shared,
     reader: FillReader,
-    viewer: &Viewer,
+    viewer: ViewerRef<'_>,
     fwd: Fwd,
     collapsed: bool,
 ) -> Response<CdnBody<B>> {
     let fill = reader.fill().clone();
-    let body = if viewer.head {
-        CdnBody::empty()
-    } else {
-        CdnBody::fill(reader)
-    };
-    let mut res = Response::new(body);
-    *res.status_mut() = fill.status;
-    *res.headers_mut() = fill.headers.clone();
-    let headers = res.headers_mut();
-    headers.insert(AGE, HeaderValue::from(fill.initial_age));
-    headers.insert(X_CACHE.clone(), shared.x_cache.miss.clone());
     let cache_status = format!(
         "{}; fwd={}; fwd-status={}; stored{}",
         shared.cache_name,
@@ -636,10 +719,13 @@ fn fill_response<B>(
         fill.status.as_u16(),
         if collapsed { "; collapsed" } else { "" }
     );
-    if let Ok(v) = HeaderValue::try_from(cache_status) {
-        headers.insert(CACHE_STATUS.clone(), v);
+    let mut source = Source::Fill(reader);
+    if viewer.headers.contains_key(RANGE) && fill.status == StatusCode::OK {
+        if let Some(body) = fill.settled().await {
+            source = Source::Stored(body);
+        }
     }
-    res
+    respond(shared, viewer, fill.status, &fill.headers, source, fill.initial_age, CacheStatus::Miss, cache_status)
 }
 
 fn pass_response<B>(shared: &Shared, res: Response<B>, fwd: Fwd) -> Response<CdnBody<B>> {
@@ -664,6 +750,5 @@ fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<CdnBody<B>> {
     if let Ok(v) = HeaderValue::try_from(format!("{}; fwd=miss", shared.cache_name)) {
         headers.insert(CACHE_STATUS.clone(), v);
     }
-    let _ = LAST_MODIFIED;
     res
 }

@@ -1,38 +1,23 @@
 //! Field helpers shared by the cache: hop-by-hop fields, `Vary`, comma lists.
 
-use http::header::{HeaderMap, HeaderName, CONNECTION, UPGRADE, VARY};
+use http::header::{HeaderMap, HeaderName, VARY};
 use http::HeaderValue;
+
+use super::conditional::is_hop_by_hop;
 
 /// At most this many field names are read from `Vary`; more makes the response unstorable.
 pub(crate) const MAX_VARY_FIELDS: usize = 16;
 
-/// Fields that only concern one connection (RFC 9110 §7.6.1) and are never stored or replayed.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
-
-/// Removes hop-by-hop fields, including every field that `Connection` names.
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1), including every field `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| comma_list(v))
-        .filter_map(|n| HeaderName::from_bytes(n).ok())
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name, headers))
+        .cloned()
         .collect();
-    for name in named {
+    for name in hop {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(UPGRADE);
 }
 
 /// Members of a comma-separated list (RFC 9110 §5.6.1), trimmed, empty ones skipped.
