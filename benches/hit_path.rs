@@ -1,1 +1,3 @@
-fn main(){}
+//! Hit-path benchmarks (in progress).
+
+fn main() {}

@@ -49,7 +49,9 @@ impl<B> CdnBody<B> {
     #[allow(dead_code)]
     pub(crate) fn parts(parts: Vec<Bytes>) -> Self {
         Self {
-            kind: Kind::Parts { parts: parts.into() },
+            kind: Kind::Parts {
+                parts: parts.into(),
+            },
         }
     }
 
@@ -87,7 +89,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Empty => Poll::Ready(None),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -112,8 +117,12 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Parts { parts } => SizeHint::with_exact(parts.iter().map(|p| p.len() as u64).sum()),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Parts { parts } => {
+                SizeHint::with_exact(parts.iter().map(|p| p.len() as u64).sum())
+            }
             Kind::Fill { reader } => match reader.remaining_if_ended() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

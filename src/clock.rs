@@ -46,7 +46,10 @@ impl ManualClock {
 
     /// A clock set to `time` (millisecond resolution).
     pub fn at(time: SystemTime) -> Self {
-        let millis = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         Self {
             millis: Arc::new(AtomicU64::new(millis as u64)),
         }
@@ -54,7 +57,8 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        self.millis.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.millis
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 

@@ -57,6 +57,7 @@ impl Flights {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -111,8 +112,12 @@ mod tests {
     #[tokio::test]
     async fn second_joiner_follows_and_sees_abandon_when_leader_drops() {
         let flights = Arc::new(Flights::default());
-        let Join::Leader(guard) = flights.join(key(1)) else { panic!("first is leader") };
-        let Join::Follower(rx) = flights.join(key(1)) else { panic!("second follows") };
+        let Join::Leader(guard) = flights.join(key(1)) else {
+            panic!("first is leader")
+        };
+        let Join::Follower(rx) = flights.join(key(1)) else {
+            panic!("second follows")
+        };
         assert!(matches!(flights.join(key(2)), Join::Leader(_)));
         drop(guard);
         assert!(matches!(follow(rx).await, FlightState::Abandoned));
@@ -123,9 +128,17 @@ mod tests {
     #[tokio::test]
     async fn published_state_survives_the_guard() {
         let flights = Arc::new(Flights::default());
-        let Join::Leader(guard) = flights.join(key(1)) else { panic!() };
-        let Join::Follower(rx) = flights.join(key(1)) else { panic!() };
-        guard.publish(FlightState::Streaming(Fill::new(http::StatusCode::OK, Default::default(), 0)));
+        let Join::Leader(guard) = flights.join(key(1)) else {
+            panic!()
+        };
+        let Join::Follower(rx) = flights.join(key(1)) else {
+            panic!()
+        };
+        guard.publish(FlightState::Streaming(Fill::new(
+            http::StatusCode::OK,
+            Default::default(),
+            0,
+        )));
         drop(guard);
         assert!(matches!(follow(rx).await, FlightState::Streaming(_)));
     }

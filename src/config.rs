@@ -121,7 +121,9 @@ impl CachePolicy {
             }
         }
         if !(0.0..=1.0).contains(&self.heuristic_fraction) {
-            return Err(ConfigError::HeuristicFraction(self.heuristic_fraction.to_string()));
+            return Err(ConfigError::HeuristicFraction(
+                self.heuristic_fraction.to_string(),
+            ));
         }
         Ok(())
     }
@@ -143,7 +145,9 @@ mod tests {
 
     #[test]
     fn min_above_max_is_rejected() {
-        let p = CachePolicy::rfc().min_ttl(Duration::from_secs(10)).max_ttl(Duration::from_secs(5));
+        let p = CachePolicy::rfc()
+            .min_ttl(Duration::from_secs(10))
+            .max_ttl(Duration::from_secs(5));
         assert!(matches!(p.validate(), Err(ConfigError::TtlOrder { .. })));
     }
 
@@ -158,6 +162,9 @@ mod tests {
     #[test]
     fn bad_heuristic_fraction_is_rejected() {
         let p = CachePolicy::rfc().heuristic(1.5, Duration::ZERO);
-        assert!(matches!(p.validate(), Err(ConfigError::HeuristicFraction(_))));
+        assert!(matches!(
+            p.validate(),
+            Err(ConfigError::HeuristicFraction(_))
+        ));
     }
 }

@@ -57,10 +57,6 @@ impl Object {
     pub(crate) fn last_modified(&self) -> Option<&HeaderValue> {
         self.headers.get(http::header::LAST_MODIFIED)
     }
-
-    pub(crate) fn has_validator(&self) -> bool {
-        self.etag().is_some() || self.last_modified().is_some()
-    }
 }
 
 /// Store weight of a response: body, fields and a fixed overhead for the bookkeeping.
@@ -89,7 +85,9 @@ pub(crate) enum Slot {
     Vary(Arc<VaryRecord>),
     /// Hit-for-pass: the URL answered with something not storable; until `until`, requests
     /// go straight to the origin without collapsing.
-    Pass { until: SystemTime },
+    Pass {
+        until: SystemTime,
+    },
 }
 
 impl Slot {

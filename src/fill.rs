@@ -156,6 +156,7 @@ impl Fill {
         self.lock().buffered
     }
 
+    #[cfg(test)]
     pub(crate) fn readers(&self) -> usize {
         self.lock().cursors.iter().flatten().count()
     }
@@ -227,7 +228,10 @@ impl FillReader {
         &self.fill
     }
 
-    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, FillFailed>>> {
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, FillFailed>>> {
         let mut s = self.fill.lock();
         let Some(pos) = s.cursors[self.slot] else {
             return Poll::Ready(None);
@@ -257,7 +261,13 @@ impl FillReader {
         let s = self.fill.lock();
         s.end?;
         let pos = s.cursors[self.slot]?;
-        Some(s.chunks.iter().skip(pos - s.base).map(|c| c.len() as u64).sum())
+        Some(
+            s.chunks
+                .iter()
+                .skip(pos - s.base)
+                .map(|c| c.len() as u64)
+                .sum(),
+        )
     }
 }
 
@@ -315,7 +325,10 @@ mod tests {
         assert_eq!(fill.buffered(), 4);
         let _ = poll(&mut r);
         assert_eq!(fill.buffered(), 2);
-        assert!(fill.reader().is_none(), "a late reader cannot start mid-body");
+        assert!(
+            fill.reader().is_none(),
+            "a late reader cannot start mid-body"
+        );
         drop(r);
         assert_eq!(fill.buffered(), 0);
         assert_eq!(fill.readers(), 0);

@@ -20,7 +20,12 @@ impl CacheKey {
     }
 
     /// The primary key for an explicit URL's parts.
-    pub(crate) fn for_parts(scheme: &str, host: &[u8], path: &str, query: Option<&str>) -> CacheKey {
+    pub(crate) fn for_parts(
+        scheme: &str,
+        host: &[u8],
+        path: &str,
+        query: Option<&str>,
+    ) -> CacheKey {
         let mut h = Xxh3::new();
         h.update(scheme.as_bytes());
         h.update(b"\0");
@@ -29,7 +34,11 @@ impl CacheKey {
             h.update(&[b.to_ascii_lowercase()]);
         }
         h.update(b"\0");
-        h.update(if path.is_empty() { b"/" } else { path.as_bytes() });
+        h.update(if path.is_empty() {
+            b"/"
+        } else {
+            path.as_bytes()
+        });
         if let Some(q) = query {
             h.update(b"?");
             h.update(q.as_bytes());
@@ -115,7 +124,10 @@ mod tests {
         h2.append("accept-language", HeaderValue::from_static("fr"));
         assert_eq!(k.variant(1, &names, &h1), k.variant(1, &names, &h2));
         assert_ne!(k.variant(1, &names, &h1), k.variant(2, &names, &h1));
-        assert_ne!(k.variant(1, &names, &h1), k.variant(1, &names, &HeaderMap::new()));
+        assert_ne!(
+            k.variant(1, &names, &h1),
+            k.variant(1, &names, &HeaderMap::new())
+        );
     }
 
     #[test]
@@ -124,6 +136,9 @@ mod tests {
         let names = [HeaderName::from_static("x-v")];
         let mut empty = HeaderMap::new();
         empty.insert("x-v", HeaderValue::from_static(""));
-        assert_ne!(k.variant(1, &names, &empty), k.variant(1, &names, &HeaderMap::new()));
+        assert_ne!(
+            k.variant(1, &names, &empty),
+            k.variant(1, &names, &HeaderMap::new())
+        );
     }
 }

@@ -34,7 +34,9 @@ pub struct CdnLayer {
 impl CdnLayer {
     /// A layer with default settings: RFC 9111 freshness, a 256 MiB store, objects up to 16 MiB.
     pub fn new() -> Self {
-        Self::builder().build().expect("default configuration is valid")
+        Self::builder()
+            .build()
+            .expect("default configuration is valid")
     }
 
     /// A builder for every setting.

@@ -10,8 +10,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, RANGE,
+    HeaderName, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE,
+    ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    LOCATION, RANGE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -27,8 +28,8 @@ use crate::future::ResponseFuture;
 use crate::key::{host_of, scheme_of, CacheKey};
 use crate::layer::Shared;
 use crate::rfc::cache_control::{CacheControl, MaxStale};
-use crate::rfc::freshness::{corrected_initial_age, freshness_lifetime, storable};
 use crate::rfc::conditional::{self, Precondition};
+use crate::rfc::freshness::{corrected_initial_age, freshness_lifetime, storable};
 use crate::rfc::headers::{remove_hop_by_hop, Vary};
 use crate::rfc::range::{self, RangeOutcome};
 use crate::status::{CacheStatus, NoStoreReason};
@@ -107,14 +108,21 @@ enum Reuse {
 
 fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
     if obj.rules.no_cache || cc.no_cache {
-        return Reuse::Revalidate(if cc.no_cache { Fwd::Request } else { Fwd::Stale });
+        return Reuse::Revalidate(if cc.no_cache {
+            Fwd::Request
+        } else {
+            Fwd::Stale
+        });
     }
     let age = obj.age(now);
     let lifetime = obj.freshness_lifetime;
     if cc.max_age.is_some_and(|max| age > max) {
         return Reuse::Revalidate(Fwd::Request);
     }
-    if cc.min_fresh.is_some_and(|min| lifetime < age.saturating_add(min)) {
+    if cc
+        .min_fresh
+        .is_some_and(|min| lifetime < age.saturating_add(min))
+    {
         return Reuse::Revalidate(Fwd::Request);
     }
     if lifetime > age {
@@ -232,7 +240,13 @@ where
                         }
                         Ok(FlightState::Done(obj)) => {
                             let now = shared.clock.now();
-                            return Ok(object_response(&shared, &obj, viewer, CacheStatus::RefreshHit, now));
+                            return Ok(object_response(
+                                &shared,
+                                &obj,
+                                viewer,
+                                CacheStatus::RefreshHit,
+                                now,
+                            ));
                         }
                         Ok(FlightState::Pending | FlightState::Abandoned) | Err(_) => {}
                     }
@@ -251,10 +265,18 @@ where
             let (tx, rx) = oneshot::channel();
             tokio::spawn(fetch.run(inner, req, tx));
             match rx.await {
-                Ok(Fetched::Stream(reader, fwd)) => Ok(fill_response(&shared, reader, viewer, fwd, false).await),
+                Ok(Fetched::Stream(reader, fwd)) => {
+                    Ok(fill_response(&shared, reader, viewer, fwd, false).await)
+                }
                 Ok(Fetched::Done(obj)) => {
                     let now = shared.clock.now();
-                    Ok(object_response(&shared, &obj, viewer, CacheStatus::RefreshHit, now))
+                    Ok(object_response(
+                        &shared,
+                        &obj,
+                        viewer,
+                        CacheStatus::RefreshHit,
+                        now,
+                    ))
                 }
                 Ok(Fetched::Pass(res, fwd)) => Ok(pass_response(&shared, res, fwd)),
                 Ok(Fetched::Failed(e)) => Err(e),
@@ -279,7 +301,12 @@ impl<S> CdnService<S> {
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
-        let target = unsafe_method.then(|| (req.uri().clone(), req.headers().get(http::header::HOST).cloned()));
+        let target = unsafe_method.then(|| {
+            (
+                req.uri().clone(),
+                req.headers().get(http::header::HOST).cloned(),
+            )
+        });
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::origin(async move {
@@ -311,18 +338,25 @@ fn invalidate(shared: &Shared, uri: &Uri, host: Option<&HeaderValue>, response: 
         let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let Ok(target) = target.parse::<Uri>() else { continue };
+        let Ok(target) = target.parse::<Uri>() else {
+            continue;
+        };
         let same_origin = match target.authority() {
             Some(a) => {
                 a.as_str().as_bytes().eq_ignore_ascii_case(host)
-                    && target.scheme_str().is_none_or(|s| s.eq_ignore_ascii_case(scheme))
+                    && target
+                        .scheme_str()
+                        .is_none_or(|s| s.eq_ignore_ascii_case(scheme))
             }
             None => target.path().starts_with('/'),
         };
         if same_origin {
-            shared
-                .store
-                .remove(&CacheKey::for_parts(scheme, host, target.path(), target.query()));
+            shared.store.remove(&CacheKey::for_parts(
+                scheme,
+                host,
+                target.path(),
+                target.query(),
+            ));
         }
     }
 }
@@ -372,7 +406,14 @@ impl Fetch {
         let path: Box<str> = parts.uri.path().into();
         // The origin must send the whole object, whatever this viewer's conditions: the
         // answer is shared and stored. The viewer's conditions are evaluated at the edge.
-        for name in [IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE, IF_RANGE, RANGE] {
+        for name in [
+            IF_MATCH,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ] {
             parts.headers.remove(name);
         }
         if let Some(stale) = &self.stale {
@@ -403,7 +444,13 @@ impl Fetch {
                     let _ = reply.send(Fetched::Edge(StatusCode::BAD_GATEWAY));
                     return;
                 }
-                let obj = self.refresh(&stale, res.headers(), request_time, response_time, &request_headers);
+                let obj = self.refresh(
+                    &stale,
+                    res.headers(),
+                    request_time,
+                    response_time,
+                    &request_headers,
+                );
                 if let Some(guard) = &self.guard {
                     guard.publish(FlightState::Done(obj.clone()));
                 }
@@ -442,7 +489,9 @@ impl Fetch {
                 fill.finish(End::Failed);
                 return;
             };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             fill.push(data);
             if keeping && fill.buffered() as u64 > self.shared.max_object_size {
                 keeping = false;
@@ -484,9 +533,17 @@ impl Fetch {
     ) -> Result<Plan, NoStoreReason> {
         let cc = CacheControl::parse(res.headers());
         let rules = &self.shared.rules;
-        storable(&Method::GET, &self.request_cc, request_headers, res.status(), &cc, res.headers(), rules)?;
-        let freshness_lifetime =
-            freshness_lifetime(res.status(), &cc, res.headers(), rules).ok_or(NoStoreReason::NoFreshness)?;
+        storable(
+            &Method::GET,
+            &self.request_cc,
+            request_headers,
+            res.status(),
+            &cc,
+            res.headers(),
+            rules,
+        )?;
+        let freshness_lifetime = freshness_lifetime(res.status(), &cc, res.headers(), rules)
+            .ok_or(NoStoreReason::NoFreshness)?;
         let vary = Vary::parse(res.headers());
         if vary == Vary::Star {
             return Err(NoStoreReason::VaryStar);
@@ -532,7 +589,8 @@ impl Fetch {
         conditional::merge_not_modified(&mut headers, not_modified);
         let cc = CacheControl::parse(&headers);
         let rules = &self.shared.rules;
-        let freshness_lifetime = freshness_lifetime(stale.status, &cc, &headers, rules).unwrap_or(0);
+        let freshness_lifetime =
+            freshness_lifetime(stale.status, &cc, &headers, rules).unwrap_or(0);
         let obj = Arc::new(Object {
             status: stale.status,
             weight: weigh(&headers, &stale.body, stale.host.len() + stale.path.len()),
@@ -571,7 +629,10 @@ impl Fetch {
                         epoch
                     }
                 };
-                store.insert(self.primary.variant(epoch, names, request_headers), Slot::Object(obj));
+                store.insert(
+                    self.primary.variant(epoch, names, request_headers),
+                    Slot::Object(obj),
+                );
             }
             Vary::None | Vary::Star => store.insert(self.primary, Slot::Object(obj)),
         }
@@ -581,7 +642,10 @@ impl Fetch {
 /// Reasons that depend on the response, not on this request: later requests for the URL
 /// skip collapsing for a while.
 fn marks_pass(reason: NoStoreReason) -> bool {
-    !matches!(reason, NoStoreReason::RequestNoStore | NoStoreReason::Authorization | NoStoreReason::Method)
+    !matches!(
+        reason,
+        NoStoreReason::RequestNoStore | NoStoreReason::Authorization | NoStoreReason::Method
+    )
 }
 
 /// Where a response body comes from.
@@ -605,12 +669,20 @@ fn respond<B>(
 ) -> Response<CdnBody<B>> {
     // §13.2.1: preconditions apply only where the response would have been 2xx.
     let precondition = if status.is_success() {
-        conditional::evaluate(viewer.method, viewer.headers, stored.get(ETAG), stored.get(LAST_MODIFIED))
+        conditional::evaluate(
+            viewer.method,
+            viewer.headers,
+            stored.get(ETAG),
+            stored.get(LAST_MODIFIED),
+        )
     } else {
         Precondition::Proceed
     };
     let mut res = match precondition {
-        Precondition::NotModified => bare(StatusCode::NOT_MODIFIED, conditional::not_modified_headers(stored)),
+        Precondition::NotModified => bare(
+            StatusCode::NOT_MODIFIED,
+            conditional::not_modified_headers(stored),
+        ),
         Precondition::Failed => bare(StatusCode::PRECONDITION_FAILED, HeaderMap::new()),
         Precondition::Proceed => {
             let mut headers = stored.clone();
@@ -622,7 +694,11 @@ fn respond<B>(
                 Source::Stored(body) => (status, CdnBody::full(body)),
                 Source::Fill(reader) => (status, CdnBody::fill(reader)),
             };
-            let body = if viewer.method == Method::HEAD { CdnBody::empty() } else { body };
+            let body = if viewer.method == Method::HEAD {
+                CdnBody::empty()
+            } else {
+                body
+            };
             let mut res = Response::new(body);
             *res.status_mut() = status;
             *res.headers_mut() = headers;
@@ -646,16 +722,19 @@ fn bare<B>(status: StatusCode, headers: HeaderMap) -> Response<CdnBody<B>> {
 }
 
 /// The part of a stored 200 that the viewer's `Range` asks for (RFC 9110 §14).
-fn ranged<B>(viewer: ViewerRef<'_>, headers: &mut HeaderMap, body: Bytes) -> (StatusCode, CdnBody<B>) {
+fn ranged<B>(
+    viewer: ViewerRef<'_>,
+    headers: &mut HeaderMap,
+    body: Bytes,
+) -> (StatusCode, CdnBody<B>) {
     let Some(spec) = viewer.headers.get(RANGE) else {
         return (StatusCode::OK, CdnBody::full(body));
     };
     // §14.2: Range is defined for GET only (HEAD answers as GET would, without the body).
     let allowed = matches!(*viewer.method, Method::GET | Method::HEAD)
-        && viewer
-            .headers
-            .get(IF_RANGE)
-            .is_none_or(|v| range::if_range_allows_partial(v, headers.get(ETAG), headers.get(LAST_MODIFIED)));
+        && viewer.headers.get(IF_RANGE).is_none_or(|v| {
+            range::if_range_allows_partial(v, headers.get(ETAG), headers.get(LAST_MODIFIED))
+        });
     if !allowed {
         return (StatusCode::OK, CdnBody::full(body));
     }
@@ -665,7 +744,10 @@ fn ranged<B>(viewer: ViewerRef<'_>, headers: &mut HeaderMap, body: Bytes) -> (St
         RangeOutcome::Single(r) => {
             headers.insert(CONTENT_RANGE, range::content_range(&r, len));
             headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-            (StatusCode::PARTIAL_CONTENT, CdnBody::full(body.slice(r.start as usize..r.end as usize)))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                CdnBody::full(body.slice(r.start as usize..r.end as usize)),
+            )
         }
         RangeOutcome::Multi(ranges) => {
             let boundary = format!("{:016x}", RandomState::new().build_hasher().finish());
@@ -695,11 +777,23 @@ fn object_response<B>(
 ) -> Response<CdnBody<B>> {
     let ttl = obj.ttl(now);
     let cache_status = match outcome {
-        CacheStatus::RefreshHit => format!("{}; fwd=stale; fwd-status=304; ttl={ttl}", shared.cache_name),
+        CacheStatus::RefreshHit => format!(
+            "{}; fwd=stale; fwd-status=304; ttl={ttl}",
+            shared.cache_name
+        ),
         _ => format!("{}; hit; ttl={ttl}", shared.cache_name),
     };
     let source = Source::Stored(obj.body.clone());
-    respond(shared, viewer, obj.status, &obj.headers, source, obj.age(now), outcome, cache_status)
+    respond(
+        shared,
+        viewer,
+        obj.status,
+        &obj.headers,
+        source,
+        obj.age(now),
+        outcome,
+        cache_status,
+    )
 }
 
 /// Answers from a fill. A range request waits for the whole body so it can be sliced; if the
@@ -725,7 +819,16 @@ async fn fill_response<B>(
             source = Source::Stored(body);
         }
     }
-    respond(shared, viewer, fill.status, &fill.headers, source, fill.initial_age, CacheStatus::Miss, cache_status)
+    respond(
+        shared,
+        viewer,
+        fill.status,
+        &fill.headers,
+        source,
+        fill.initial_age,
+        CacheStatus::Miss,
+        cache_status,
+    )
 }
 
 fn pass_response<B>(shared: &Shared, res: Response<B>, fwd: Fwd) -> Response<CdnBody<B>> {
@@ -733,7 +836,11 @@ fn pass_response<B>(shared: &Shared, res: Response<B>, fwd: Fwd) -> Response<Cdn
     let status = res.status().as_u16();
     let headers = res.headers_mut();
     headers.insert(X_CACHE.clone(), shared.x_cache.miss.clone());
-    let cache_status = format!("{}; fwd={}; fwd-status={status}", shared.cache_name, fwd.as_str());
+    let cache_status = format!(
+        "{}; fwd={}; fwd-status={status}",
+        shared.cache_name,
+        fwd.as_str()
+    );
     if let Ok(v) = HeaderValue::try_from(cache_status) {
         headers.insert(CACHE_STATUS.clone(), v);
     }
@@ -746,7 +853,10 @@ fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<CdnBody<B>> {
     *res.status_mut() = status;
     let headers = res.headers_mut();
     headers.insert(X_CACHE.clone(), shared.x_cache.error.clone());
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::try_from(format!("{}; fwd=miss", shared.cache_name)) {
         headers.insert(CACHE_STATUS.clone(), v);
     }

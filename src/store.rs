@@ -65,7 +65,11 @@ impl MemoryStore {
     pub(crate) fn new(capacity: u64, max_object: u64) -> Self {
         // Shards as many as fit four of the largest objects each, at most 16.
         let shards = (capacity / max_object.max(1) / 4).clamp(1, 16) as usize;
-        let shards = if shards.is_power_of_two() { shards } else { shards.next_power_of_two() / 2 };
+        let shards = if shards.is_power_of_two() {
+            shards
+        } else {
+            shards.next_power_of_two() / 2
+        };
         let options = OptionsBuilder::new()
             .estimated_items_capacity((capacity / 16_384).clamp(64, 1 << 20) as usize)
             .weight_capacity(capacity)

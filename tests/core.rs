@@ -34,10 +34,16 @@ async fn stale_object_goes_back_to_the_origin() {
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
     clock.advance(Duration::from_secs(59));
-    assert_eq!(send(&svc, get("/a", &[])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/a", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
     clock.advance(Duration::from_secs(1));
     // RFC 9111 §4.2: fresh only while freshness_lifetime > current_age.
-    assert_eq!(send(&svc, get("/a", &[])).await.x_cache(), "Miss from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/a", &[])).await.x_cache(),
+        "Miss from tower-cdn"
+    );
     assert_eq!(seen.calls(), 2);
 }
 
@@ -57,7 +63,8 @@ async fn age_grows_with_the_clock_and_counts_the_origin_age() {
 
 #[tokio::test]
 async fn origin_age_past_max_age_makes_it_stale_at_once() {
-    let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=60"), ("age", "60")], "x"));
+    let (origin, seen) =
+        origin(|_| response(&[("cache-control", "max-age=60"), ("age", "60")], "x"));
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
@@ -65,7 +72,10 @@ async fn origin_age_past_max_age_makes_it_stale_at_once() {
     assert_eq!(seen.calls(), 2);
 }
 
-async fn calls_for_two_gets(headers: &'static [(&'static str, &'static str)], req: &[(&str, &str)]) -> usize {
+async fn calls_for_two_gets(
+    headers: &'static [(&'static str, &'static str)],
+    req: &[(&str, &str)],
+) -> usize {
     let (origin, seen) = origin(move |_| response(headers, "x"));
     let (layer, _) = layer();
     let svc = layer.layer(origin);
@@ -77,26 +87,59 @@ async fn calls_for_two_gets(headers: &'static [(&'static str, &'static str)], re
 #[tokio::test]
 async fn storage_rules_of_a_shared_cache() {
     // RFC 9111 §3, §5.2.2
-    assert_eq!(calls_for_two_gets(&[("cache-control", "no-store, max-age=60")], &[]).await, 2);
-    assert_eq!(calls_for_two_gets(&[("cache-control", "private, max-age=60")], &[]).await, 2);
-    assert_eq!(calls_for_two_gets(&[("cache-control", "public, max-age=60")], &[]).await, 1);
-    assert_eq!(calls_for_two_gets(&[], &[]).await, 2, "no freshness, no heuristic: not stored");
-    assert_eq!(calls_for_two_gets(&[("cache-control", "max-age=60, must-understand, no-store")], &[]).await, 1);
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "no-store, max-age=60")], &[]).await,
+        2
+    );
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "private, max-age=60")], &[]).await,
+        2
+    );
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "public, max-age=60")], &[]).await,
+        1
+    );
+    assert_eq!(
+        calls_for_two_gets(&[], &[]).await,
+        2,
+        "no freshness, no heuristic: not stored"
+    );
+    assert_eq!(
+        calls_for_two_gets(
+            &[("cache-control", "max-age=60, must-understand, no-store")],
+            &[]
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn authorization_needs_explicit_permission() {
     // RFC 9111 §3.5
     let auth = &[("authorization", "Bearer t")];
-    assert_eq!(calls_for_two_gets(&[("cache-control", "max-age=60")], auth).await, 2);
-    assert_eq!(calls_for_two_gets(&[("cache-control", "public, max-age=60")], auth).await, 1);
-    assert_eq!(calls_for_two_gets(&[("cache-control", "s-maxage=60")], auth).await, 1);
-    assert_eq!(calls_for_two_gets(&[("cache-control", "max-age=60, must-revalidate")], auth).await, 1);
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "max-age=60")], auth).await,
+        2
+    );
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "public, max-age=60")], auth).await,
+        1
+    );
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "s-maxage=60")], auth).await,
+        1
+    );
+    assert_eq!(
+        calls_for_two_gets(&[("cache-control", "max-age=60, must-revalidate")], auth).await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn s_maxage_overrides_max_age() {
-    let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=600, s-maxage=10")], "x"));
+    let (origin, seen) =
+        origin(|_| response(&[("cache-control", "max-age=600, s-maxage=10")], "x"));
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
@@ -109,7 +152,13 @@ async fn s_maxage_overrides_max_age() {
 async fn expires_counts_from_date_and_invalid_expires_is_stale() {
     let (origin, seen) = origin(|req| {
         if req.uri().path() == "/good" {
-            response(&[("date", "Thu, 01 Jan 2026 00:00:00 GMT"), ("expires", "Thu, 01 Jan 2026 00:01:40 GMT")], "x")
+            response(
+                &[
+                    ("date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+                    ("expires", "Thu, 01 Jan 2026 00:01:40 GMT"),
+                ],
+                "x",
+            )
         } else {
             response(&[("expires", "0")], "x")
         }
@@ -118,7 +167,10 @@ async fn expires_counts_from_date_and_invalid_expires_is_stale() {
     let svc = layer.layer(origin);
     send(&svc, get("/good", &[])).await;
     clock.advance(Duration::from_secs(99));
-    assert_eq!(send(&svc, get("/good", &[])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/good", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
     assert_eq!(seen.calls(), 1);
     send(&svc, get("/bad", &[])).await;
     send(&svc, get("/bad", &[])).await;
@@ -131,7 +183,10 @@ async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
     let (origin, seen) = origin(|req| {
         let status = if req.uri().path() == "/302" { 302 } else { 200 };
         let mut r = response(
-            &[("date", "Thu, 01 Jan 2026 00:00:00 GMT"), ("last-modified", "Wed, 31 Dec 2025 23:43:20 GMT")],
+            &[
+                ("date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+                ("last-modified", "Wed, 31 Dec 2025 23:43:20 GMT"),
+            ],
             "x",
         );
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -141,7 +196,10 @@ async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
     let svc = layer.layer(origin);
     send(&svc, get("/200", &[])).await;
     clock.advance(Duration::from_secs(99));
-    assert_eq!(send(&svc, get("/200", &[])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/200", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
     send(&svc, get("/302", &[])).await;
     send(&svc, get("/302", &[])).await;
     assert_eq!(seen.calls(), 3);
@@ -150,7 +208,12 @@ async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
 #[tokio::test]
 async fn no_cache_response_is_revalidated_every_time() {
     // RFC 9111 §5.2.2.4: stored, but never reused without validation.
-    let (origin, seen) = origin(|_| response(&[("cache-control", "no-cache, max-age=60"), ("etag", "\"a\"")], "x"));
+    let (origin, seen) = origin(|_| {
+        response(
+            &[("cache-control", "no-cache, max-age=60"), ("etag", "\"a\"")],
+            "x",
+        )
+    });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
@@ -171,20 +234,50 @@ async fn request_directives() {
     send(&svc, get("/a", &[("cache-control", "no-cache")])).await;
     assert_eq!(seen.calls(), 2, "no-cache goes to the origin");
     clock.advance(Duration::from_secs(50));
-    assert_eq!(send(&svc, get("/a", &[("cache-control", "max-age=49")])).await.x_cache(), "Miss from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/a", &[("cache-control", "max-age=49")]))
+            .await
+            .x_cache(),
+        "Miss from tower-cdn"
+    );
     assert_eq!(seen.calls(), 3, "older than the request's max-age");
-    assert_eq!(send(&svc, get("/a", &[("cache-control", "min-fresh=101")])).await.x_cache(), "Miss from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/a", &[("cache-control", "min-fresh=101")]))
+            .await
+            .x_cache(),
+        "Miss from tower-cdn"
+    );
     assert_eq!(seen.calls(), 4, "not fresh enough for min-fresh");
-    assert_eq!(send(&svc, get("/a", &[("pragma", "no-cache")])).await.x_cache(), "Miss from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/a", &[("pragma", "no-cache")]))
+            .await
+            .x_cache(),
+        "Miss from tower-cdn"
+    );
     assert_eq!(seen.calls(), 5, "Pragma: no-cache without Cache-Control");
-    assert_eq!(send(&svc, get("/a", &[("pragma", "no-cache"), ("cache-control", "max-stale")])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(
+            &svc,
+            get(
+                "/a",
+                &[("pragma", "no-cache"), ("cache-control", "max-stale")]
+            )
+        )
+        .await
+        .x_cache(),
+        "Hit from tower-cdn"
+    );
     assert_eq!(seen.calls(), 5);
 }
 
 #[tokio::test]
 async fn max_stale_serves_stale_unless_the_response_forbids_it() {
     let (origin, seen) = origin(|req| {
-        let cc = if req.uri().path() == "/strict" { "max-age=10, must-revalidate" } else { "max-age=10" };
+        let cc = if req.uri().path() == "/strict" {
+            "max-age=10, must-revalidate"
+        } else {
+            "max-age=10"
+        };
         response(&[("cache-control", cc)], "x")
     });
     let (layer, clock) = layer();
@@ -195,7 +288,11 @@ async fn max_stale_serves_stale_unless_the_response_forbids_it() {
     let lax = send(&svc, get("/lax", &[("cache-control", "max-stale=10")])).await;
     assert_eq!(lax.x_cache(), "Hit from tower-cdn");
     let strict = send(&svc, get("/strict", &[("cache-control", "max-stale")])).await;
-    assert_eq!(strict.x_cache(), "Miss from tower-cdn", "must-revalidate forbids stale (§4.2.4)");
+    assert_eq!(
+        strict.x_cache(),
+        "Miss from tower-cdn",
+        "must-revalidate forbids stale (§4.2.4)"
+    );
     let too_stale = send(&svc, get("/lax", &[("cache-control", "max-stale=4")])).await;
     assert_eq!(too_stale.x_cache(), "Miss from tower-cdn");
     assert_eq!(seen.calls(), 4);
@@ -229,7 +326,12 @@ async fn only_if_cached_answers_504_without_a_stored_object() {
 
 #[tokio::test]
 async fn unknown_and_malformed_directives_do_not_break_caching() {
-    let (origin, seen) = origin(|_| response(&[("cache-control", "foo, , Max-Age=60;;, bar=\"no-store\"")], "x"));
+    let (origin, seen) = origin(|_| {
+        response(
+            &[("cache-control", "foo, , Max-Age=60;;, bar=\"no-store\"")],
+            "x",
+        )
+    });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[("cache-control", "zzz=\"a,b\", ,,")])).await;
@@ -241,38 +343,75 @@ async fn unknown_and_malformed_directives_do_not_break_caching() {
 async fn vary_keeps_one_object_per_variant() {
     // RFC 9111 §4.1
     let (origin, seen) = origin(|req| {
-        let lang = req.headers().get("accept-language").map(|v| v.to_str().unwrap().to_owned());
-        response(&[("cache-control", "max-age=60"), ("vary", "Accept-Language")], lang.unwrap_or_default())
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map(|v| v.to_str().unwrap().to_owned());
+        response(
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            lang.unwrap_or_default(),
+        )
     });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
-    assert_eq!(send(&svc, get("/a", &[("accept-language", "en")])).await.body, "en");
-    assert_eq!(send(&svc, get("/a", &[("accept-language", "fr")])).await.body, "fr");
+    assert_eq!(
+        send(&svc, get("/a", &[("accept-language", "en")]))
+            .await
+            .body,
+        "en"
+    );
+    assert_eq!(
+        send(&svc, get("/a", &[("accept-language", "fr")]))
+            .await
+            .body,
+        "fr"
+    );
     let en = send(&svc, get("/a", &[("accept-language", "EN")])).await;
-    assert_eq!((en.body.as_ref(), en.x_cache()), (&b"en"[..], "Hit from tower-cdn"));
+    assert_eq!(
+        (en.body.as_ref(), en.x_cache()),
+        (&b"en"[..], "Hit from tower-cdn")
+    );
     let fr = send(&svc, get("/a", &[("accept-language", "fr")])).await;
-    assert_eq!((fr.body.as_ref(), fr.x_cache()), (&b"fr"[..], "Hit from tower-cdn"));
-    assert_eq!(send(&svc, get("/a", &[])).await.x_cache(), "Miss from tower-cdn");
+    assert_eq!(
+        (fr.body.as_ref(), fr.x_cache()),
+        (&b"fr"[..], "Hit from tower-cdn")
+    );
+    assert_eq!(
+        send(&svc, get("/a", &[])).await.x_cache(),
+        "Miss from tower-cdn"
+    );
     assert_eq!(seen.calls(), 3);
 }
 
 #[tokio::test]
 async fn vary_star_is_never_served_from_cache() {
     let (origin, seen) = origin(|req| {
-        let vary = if req.uri().path() == "/list" { "accept, *" } else { "*" };
+        let vary = if req.uri().path() == "/list" {
+            "accept, *"
+        } else {
+            "*"
+        };
         response(&[("cache-control", "max-age=60"), ("vary", vary)], "x")
     });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     for path in ["/star", "/star", "/list", "/list"] {
-        assert_eq!(send(&svc, get(path, &[])).await.x_cache(), "Miss from tower-cdn");
+        assert_eq!(
+            send(&svc, get(path, &[])).await.x_cache(),
+            "Miss from tower-cdn"
+        );
     }
     assert_eq!(seen.calls(), 4);
 }
 
 #[tokio::test]
 async fn head_is_answered_from_a_stored_get() {
-    let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=60"), ("content-length", "5")], "hello"));
+    let (origin, seen) = origin(|_| {
+        response(
+            &[("cache-control", "max-age=60"), ("content-length", "5")],
+            "hello",
+        )
+    });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
@@ -293,7 +432,11 @@ async fn unsafe_methods_invalidate_the_target_uri() {
         send(&svc, get("/a", &[])).await;
         send(&svc, request(method, "/a", &[])).await;
         assert_eq!(seen.last_method().as_str(), method);
-        assert_eq!(send(&svc, get("/a", &[])).await.x_cache(), "Miss from tower-cdn", "{method}");
+        assert_eq!(
+            send(&svc, get("/a", &[])).await.x_cache(),
+            "Miss from tower-cdn",
+            "{method}"
+        );
         assert_eq!(seen.calls(), 3);
     }
 }
@@ -302,7 +445,11 @@ async fn unsafe_methods_invalidate_the_target_uri() {
 async fn unsafe_method_invalidates_same_origin_location_and_content_location() {
     let (origin, seen) = origin(|req| match req.method().as_str() {
         "POST" => response(
-            &[("location", "/b"), ("content-location", "http://example.com/c"), ("content-location", "http://other.example/d")],
+            &[
+                ("location", "/b"),
+                ("content-location", "http://example.com/c"),
+                ("content-location", "http://other.example/d"),
+            ],
             "",
         ),
         _ => response(&[("cache-control", "max-age=60")], "x"),
@@ -315,9 +462,16 @@ async fn unsafe_method_invalidates_same_origin_location_and_content_location() {
     send(&svc, request("POST", "/a", &[])).await;
     assert_eq!(seen.calls(), 5);
     for p in ["/a", "/b", "/c"] {
-        assert_eq!(send(&svc, get(p, &[])).await.x_cache(), "Miss from tower-cdn", "{p}");
+        assert_eq!(
+            send(&svc, get(p, &[])).await.x_cache(),
+            "Miss from tower-cdn",
+            "{p}"
+        );
     }
-    assert_eq!(send(&svc, get("/d", &[])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/d", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
 }
 
 #[tokio::test]
@@ -333,7 +487,10 @@ async fn failed_unsafe_request_does_not_invalidate() {
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
     send(&svc, request("POST", "/a", &[])).await;
-    assert_eq!(send(&svc, get("/a", &[])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(&svc, get("/a", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
 }
 
 #[tokio::test]
@@ -364,7 +521,8 @@ async fn hop_by_hop_fields_are_not_replayed() {
 #[tokio::test]
 async fn stored_date_is_not_rewritten() {
     let date = "Thu, 01 Jan 2026 00:00:00 GMT";
-    let (origin, _) = origin(move |_| response(&[("cache-control", "max-age=600"), ("date", date)], "x"));
+    let (origin, _) =
+        origin(move |_| response(&[("cache-control", "max-age=600"), ("date", date)], "x"));
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
@@ -380,17 +538,26 @@ async fn origin_body_failing_halfway_is_not_stored() {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.try_send(Ok(bytes::Bytes::from_static(b"half"))).unwrap();
-        tx.try_send(Err(std::io::Error::other("origin reset"))).unwrap();
+        tx.try_send(Err(std::io::Error::other("origin reset")))
+            .unwrap();
         let mut r = http::Response::new(TestBody::Channel(rx));
-        r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+        r.headers_mut()
+            .insert("cache-control", "max-age=60".parse().unwrap());
         r
     });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
-    let res = tower::ServiceExt::oneshot(svc.clone(), get("/a", &[])).await.unwrap();
+    let res = tower::ServiceExt::oneshot(svc.clone(), get("/a", &[]))
+        .await
+        .unwrap();
     let err = http_body_util::BodyExt::collect(res.into_body()).await;
-    assert!(err.is_err(), "a truncated body must end in an error, never look complete");
-    let again = tower::ServiceExt::oneshot(svc.clone(), get("/a", &[])).await.unwrap();
+    assert!(
+        err.is_err(),
+        "a truncated body must end in an error, never look complete"
+    );
+    let again = tower::ServiceExt::oneshot(svc.clone(), get("/a", &[]))
+        .await
+        .unwrap();
     assert_eq!(again.headers()["x-cache"], "Miss from tower-cdn");
     assert_eq!(seen.calls(), 2);
 }
@@ -399,7 +566,8 @@ async fn origin_body_failing_halfway_is_not_stored() {
 async fn over_size_object_is_served_whole_but_not_stored() {
     let big = vec![b'z'; 300_000];
     let body = big.clone();
-    let (origin, seen) = origin(move |_| response(&[("cache-control", "max-age=60")], body.clone()));
+    let (origin, seen) =
+        origin(move |_| response(&[("cache-control", "max-age=60")], body.clone()));
     let layer = CdnLayer::builder()
         .capacity(4_000_000)
         .max_object_size(100_000)
@@ -413,14 +581,32 @@ async fn over_size_object_is_served_whole_but_not_stored() {
 
 #[tokio::test]
 async fn store_weight_stays_within_its_bound() {
-    let (origin, _) = origin(|req| response(&[("cache-control", "max-age=600")], format!("{:0>1000}", req.uri().path())));
-    let layer = CdnLayer::builder().capacity(2_000_000).max_object_size(100_000).build().unwrap();
+    let (origin, _) = origin(|req| {
+        response(
+            &[("cache-control", "max-age=600")],
+            format!("{:0>1000}", req.uri().path()),
+        )
+    });
+    let layer = CdnLayer::builder()
+        .capacity(2_000_000)
+        .max_object_size(100_000)
+        .build()
+        .unwrap();
     let svc = layer.clone().layer(origin);
     for i in 0..10_000 {
         send(&svc, get(&format!("/o/{i}"), &[])).await;
     }
-    assert!(layer.store_weight() <= layer.store_capacity(), "{} > {}", layer.store_weight(), layer.store_capacity());
-    assert!(layer.store_entries() > 100, "the store keeps objects: {}", layer.store_entries());
+    assert!(
+        layer.store_weight() <= layer.store_capacity(),
+        "{} > {}",
+        layer.store_weight(),
+        layer.store_capacity()
+    );
+    assert!(
+        layer.store_entries() > 100,
+        "the store keeps objects: {}",
+        layer.store_entries()
+    );
 }
 
 #[tokio::test]
@@ -430,7 +616,10 @@ async fn every_clone_of_the_layer_shares_one_cache() {
     let a = layer.clone().layer(origin.clone());
     let b = layer.layer(origin);
     send(&a, get("/a", &[])).await;
-    assert_eq!(send(&b, get("/a", &[])).await.x_cache(), "Hit from tower-cdn");
+    assert_eq!(
+        send(&b, get("/a", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
     assert_eq!(seen.calls(), 1);
 }
 
@@ -441,6 +630,9 @@ async fn cache_name_is_configurable() {
     let svc = layer.layer(origin);
     let res = send(&svc, get("/a", &[])).await;
     assert_eq!(res.x_cache(), "Miss from edge-7");
-    assert_eq!(res.header("cache-status"), "edge-7; fwd=uri-miss; fwd-status=200; stored");
+    assert_eq!(
+        res.header("cache-status"),
+        "edge-7; fwd=uri-miss; fwd-status=200; stored"
+    );
     assert!(CdnLayer::builder().cache_name("bad name").build().is_err());
 }

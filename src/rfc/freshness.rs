@@ -110,7 +110,12 @@ pub(crate) fn freshness_lifetime(
 
 /// §4.2.2: a fraction of the time since Last-Modified, for heuristically cacheable statuses
 /// or responses marked `public`.
-fn heuristic(status: StatusCode, cc: &CacheControl, headers: &HeaderMap, rules: &TtlRules) -> Option<u64> {
+fn heuristic(
+    status: StatusCode,
+    cc: &CacheControl,
+    headers: &HeaderMap,
+    rules: &TtlRules,
+) -> Option<u64> {
     if !(heuristically_cacheable(status) || cc.public) {
         return None;
     }
@@ -141,7 +146,11 @@ pub(crate) fn corrected_initial_age(
 }
 
 /// `current_age` of RFC 9111 §4.2.3, in seconds.
-pub(crate) fn current_age(corrected_initial_age: u64, response_time: SystemTime, now: SystemTime) -> u64 {
+pub(crate) fn current_age(
+    corrected_initial_age: u64,
+    response_time: SystemTime,
+    now: SystemTime,
+) -> u64 {
     let resident = now.duration_since(response_time).unwrap_or(Duration::ZERO);
     corrected_initial_age.saturating_add(resident.as_secs())
 }
@@ -182,7 +191,12 @@ mod tests {
 
     fn lifetime(status: u16, pairs: &[(&str, &str)], rules: &TtlRules) -> Option<u64> {
         let h = headers(pairs);
-        freshness_lifetime(StatusCode::from_u16(status).unwrap(), &CacheControl::parse(&h), &h, rules)
+        freshness_lifetime(
+            StatusCode::from_u16(status).unwrap(),
+            &CacheControl::parse(&h),
+            &h,
+            rules,
+        )
     }
 
     fn store(req: &[(&str, &str)], status: u16, res: &[(&str, &str)]) -> Result<(), NoStoreReason> {
@@ -204,9 +218,17 @@ mod tests {
     #[test]
     fn s_maxage_wins_over_max_age_and_expires() {
         // §4.2.1: a shared cache uses s-maxage, then max-age, then Expires.
-        let p = [("cache-control", "max-age=10, s-maxage=20"), ("date", DATE_0), ("expires", DATE_100)];
+        let p = [
+            ("cache-control", "max-age=10, s-maxage=20"),
+            ("date", DATE_0),
+            ("expires", DATE_100),
+        ];
         assert_eq!(lifetime(200, &p, &RFC), Some(20));
-        let p = [("cache-control", "max-age=10"), ("date", DATE_0), ("expires", DATE_100)];
+        let p = [
+            ("cache-control", "max-age=10"),
+            ("date", DATE_0),
+            ("expires", DATE_100),
+        ];
         assert_eq!(lifetime(200, &p, &RFC), Some(10));
     }
 
@@ -225,24 +247,44 @@ mod tests {
     #[test]
     fn heuristic_uses_a_fraction_of_last_modified_age() {
         // §4.2.2: 10% of 1000 s.
-        let p = [("date", "Sun, 06 Nov 1994 09:06:17 GMT"), ("last-modified", DATE_0)];
+        let p = [
+            ("date", "Sun, 06 Nov 1994 09:06:17 GMT"),
+            ("last-modified", DATE_0),
+        ];
         assert_eq!(lifetime(200, &p, &RFC), Some(100));
-        let capped = TtlRules { heuristic_max: 50, ..RFC };
+        let capped = TtlRules {
+            heuristic_max: 50,
+            ..RFC
+        };
         assert_eq!(lifetime(200, &p, &capped), Some(50));
     }
 
     #[test]
     fn heuristic_only_for_heuristically_cacheable_statuses() {
-        let p = [("date", "Sun, 06 Nov 1994 09:06:17 GMT"), ("last-modified", DATE_0)];
+        let p = [
+            ("date", "Sun, 06 Nov 1994 09:06:17 GMT"),
+            ("last-modified", DATE_0),
+        ];
         assert_eq!(lifetime(302, &p, &RFC), None);
         assert_eq!(lifetime(404, &p, &RFC), Some(100));
     }
 
     #[test]
     fn ttl_clamps_apply_like_a_cache_policy() {
-        let rules = TtlRules { min: 30, default: 60, max: 90, ..RFC };
-        assert_eq!(lifetime(200, &[("cache-control", "max-age=5")], &rules), Some(30));
-        assert_eq!(lifetime(200, &[("cache-control", "max-age=500")], &rules), Some(90));
+        let rules = TtlRules {
+            min: 30,
+            default: 60,
+            max: 90,
+            ..RFC
+        };
+        assert_eq!(
+            lifetime(200, &[("cache-control", "max-age=5")], &rules),
+            Some(30)
+        );
+        assert_eq!(
+            lifetime(200, &[("cache-control", "max-age=500")], &rules),
+            Some(90)
+        );
         assert_eq!(lifetime(200, &[], &rules), Some(60));
     }
 
@@ -265,20 +307,56 @@ mod tests {
     fn apparent_age_from_date_when_larger() {
         let t0 = httpdate::parse_http_date(DATE_0).unwrap();
         let h = headers(&[("date", DATE_0)]);
-        assert_eq!(corrected_initial_age(&h, t0 + Duration::from_secs(50), t0 + Duration::from_secs(50)), 50);
+        assert_eq!(
+            corrected_initial_age(
+                &h,
+                t0 + Duration::from_secs(50),
+                t0 + Duration::from_secs(50)
+            ),
+            50
+        );
     }
 
     #[test]
     fn no_store_private_and_authorization_are_not_stored() {
         // §3, §5.2.2.5, §5.2.2.7, §3.5
-        assert_eq!(store(&[], 200, &[("cache-control", "no-store, max-age=9")]), Err(NoStoreReason::NoStore));
-        assert_eq!(store(&[], 200, &[("cache-control", "private, max-age=9")]), Err(NoStoreReason::Private));
-        assert_eq!(store(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=9")]), Err(NoStoreReason::RequestNoStore));
+        assert_eq!(
+            store(&[], 200, &[("cache-control", "no-store, max-age=9")]),
+            Err(NoStoreReason::NoStore)
+        );
+        assert_eq!(
+            store(&[], 200, &[("cache-control", "private, max-age=9")]),
+            Err(NoStoreReason::Private)
+        );
+        assert_eq!(
+            store(
+                &[("cache-control", "no-store")],
+                200,
+                &[("cache-control", "max-age=9")]
+            ),
+            Err(NoStoreReason::RequestNoStore)
+        );
         let auth = [("authorization", "Bearer x")];
-        assert_eq!(store(&auth, 200, &[("cache-control", "max-age=9")]), Err(NoStoreReason::Authorization));
-        assert_eq!(store(&auth, 200, &[("cache-control", "public, max-age=9")]), Ok(()));
-        assert_eq!(store(&auth, 200, &[("cache-control", "s-maxage=9")]), Ok(()));
-        assert_eq!(store(&auth, 200, &[("cache-control", "must-revalidate, max-age=9")]), Ok(()));
+        assert_eq!(
+            store(&auth, 200, &[("cache-control", "max-age=9")]),
+            Err(NoStoreReason::Authorization)
+        );
+        assert_eq!(
+            store(&auth, 200, &[("cache-control", "public, max-age=9")]),
+            Ok(())
+        );
+        assert_eq!(
+            store(&auth, 200, &[("cache-control", "s-maxage=9")]),
+            Ok(())
+        );
+        assert_eq!(
+            store(
+                &auth,
+                200,
+                &[("cache-control", "must-revalidate, max-age=9")]
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -291,7 +369,10 @@ mod tests {
 
     #[test]
     fn partial_content_is_never_stored() {
-        assert_eq!(store(&[], 206, &[("cache-control", "max-age=9")]), Err(NoStoreReason::Status));
+        assert_eq!(
+            store(&[], 206, &[("cache-control", "max-age=9")]),
+            Err(NoStoreReason::Status)
+        );
     }
 
     #[test]

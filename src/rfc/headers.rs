@@ -75,7 +75,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -98,14 +101,26 @@ mod tests {
     #[test]
     fn vary_star_on_any_line_never_matches() {
         // RFC 9111 §4.1
-        assert_eq!(Vary::parse(&map(&[("vary", "accept"), ("vary", "*")])), Vary::Star);
+        assert_eq!(
+            Vary::parse(&map(&[("vary", "accept"), ("vary", "*")])),
+            Vary::Star
+        );
         assert_eq!(Vary::parse(&map(&[("vary", "accept, *")])), Vary::Star);
     }
 
     #[test]
     fn vary_names_are_lowercased_and_deduplicated() {
-        let v = Vary::parse(&map(&[("vary", "Accept-Language, accept-language"), ("vary", "X-A")]));
-        assert_eq!(v, Vary::Fields(vec![HeaderName::from_static("accept-language"), HeaderName::from_static("x-a")]));
+        let v = Vary::parse(&map(&[
+            ("vary", "Accept-Language, accept-language"),
+            ("vary", "X-A"),
+        ]));
+        assert_eq!(
+            v,
+            Vary::Fields(vec![
+                HeaderName::from_static("accept-language"),
+                HeaderName::from_static("x-a")
+            ])
+        );
         assert_eq!(Vary::parse(&map(&[("vary", " , ")])), Vary::None);
     }
 }

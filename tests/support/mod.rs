@@ -45,7 +45,10 @@ impl Body for TestBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut *self {
             TestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             TestBody::Channel(rx) => rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data))),
@@ -67,11 +70,23 @@ impl Seen {
 
     /// Headers of the last request the origin received.
     pub fn last_headers(&self) -> HeaderMap {
-        self.requests.lock().unwrap().last().expect("origin was called").2.clone()
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .expect("origin was called")
+            .2
+            .clone()
     }
 
     pub fn last_method(&self) -> http::Method {
-        self.requests.lock().unwrap().last().expect("origin was called").0.clone()
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .expect("origin was called")
+            .0
+            .clone()
     }
 }
 
@@ -95,11 +110,11 @@ impl Service<Request<()>> for Origin {
 
     fn call(&mut self, req: Request<()>) -> BoxFut {
         self.seen.calls.fetch_add(1, Ordering::SeqCst);
-        self.seen
-            .requests
-            .lock()
-            .unwrap()
-            .push((req.method().clone(), req.uri().to_string(), req.headers().clone()));
+        self.seen.requests.lock().unwrap().push((
+            req.method().clone(),
+            req.uri().to_string(),
+            req.headers().clone(),
+        ));
         (self.handler)(req)
     }
 }
@@ -148,7 +163,10 @@ pub fn get(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
 }
 
 pub fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
-    let mut b = Request::builder().method(method).uri(uri).header("host", "example.com");
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "example.com");
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -158,7 +176,10 @@ pub fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<()>
 /// A layer on a manual clock with RFC defaults.
 pub fn layer() -> (CdnLayer, ManualClock) {
     let clock = ManualClock::new();
-    (CdnLayer::builder().clock(clock.clone()).build().unwrap(), clock)
+    (
+        CdnLayer::builder().clock(clock.clone()).build().unwrap(),
+        clock,
+    )
 }
 
 /// A complete response: status, headers and the whole body.

@@ -1,1 +1,3 @@
-fn main(){}
+//! The `tower-cdn` edge server (in progress).
+
+fn main() {}
