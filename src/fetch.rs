@@ -1,0 +1,328 @@
+//! A trip to the origin for one key: conditional request, storage decision, fill, commit.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{
+    CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    RANGE,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use tower_service::Service;
+
+use crate::collapse::{FlightGuard, FlightState};
+use crate::entry::{weigh, Object, ReuseRules, Slot, VaryRecord};
+use crate::fill::{End, Fill, FillReader};
+use crate::key::{host_of, CacheKey};
+use crate::layer::Shared;
+use crate::respond::Fwd;
+use crate::rfc::cache_control::CacheControl;
+use crate::rfc::conditional;
+use crate::rfc::freshness::{corrected_initial_age, freshness_lifetime, storable};
+use crate::rfc::headers::{remove_hop_by_hop, Vary};
+use crate::status::NoStoreReason;
+
+/// Once a fill can no longer be stored, at most this many bytes wait for slow viewers.
+const PASS_BUFFER: usize = 1024 * 1024;
+
+/// What a trip to the origin produced.
+pub(crate) enum Fetched<B, E> {
+    Stream(FillReader, Fwd),
+    Done(Arc<Object>),
+    Pass(Response<B>, Fwd),
+    Failed(E),
+    Edge(StatusCode),
+}
+
+pub(crate) async fn call_origin<S, R>(mut inner: S, req: R) -> Result<S::Response, S::Error>
+where
+    S: Service<R>,
+{
+    poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(req).await
+}
+
+/// A trip to the origin for one key, run as its own task so that a viewer going away does
+/// not cancel it: followers are still served, and the object is still stored.
+pub(crate) struct Fetch {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) primary: CacheKey,
+    pub(crate) key: CacheKey,
+    pub(crate) stale: Option<Arc<Object>>,
+    pub(crate) guard: Option<FlightGuard>,
+    pub(crate) fwd: Fwd,
+    pub(crate) request_cc: CacheControl,
+}
+
+/// What a storable response will be stored as.
+pub(crate) struct Plan {
+    headers: HeaderMap,
+    vary: Vary,
+    freshness_lifetime: u64,
+    initial_age: u64,
+    rules: ReuseRules,
+}
+
+impl Fetch {
+    pub(crate) async fn run<S, ReqB, ResB>(
+        mut self,
+        inner: S,
+        req: Request<ReqB>,
+        reply: oneshot::Sender<Fetched<ResB, S::Error>>,
+    ) where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body<Data = Bytes>,
+    {
+        let (mut parts, body) = req.into_parts();
+        let request_headers = parts.headers.clone();
+        let host: Box<str> = String::from_utf8_lossy(host_of(&parts.uri, &parts.headers)).into();
+        let path: Box<str> = parts.uri.path().into();
+        // The origin must send the whole object, whatever this viewer's conditions: the
+        // answer is shared and stored. The viewer's conditions are evaluated at the edge.
+        for name in [
+            IF_MATCH,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ] {
+            parts.headers.remove(name);
+        }
+        if let Some(stale) = &self.stale {
+            // RFC 9111 §4.3.1
+            if let Some(etag) = stale.etag() {
+                parts.headers.insert(IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = stale.last_modified() {
+                parts.headers.insert(IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let request_time = self.shared.clock.now();
+        let res = match call_origin(inner, Request::from_parts(parts, body)).await {
+            Ok(res) => res,
+            Err(e) => {
+                let _ = reply.send(Fetched::Failed(e));
+                return;
+            }
+        };
+        let response_time = self.shared.clock.now();
+
+        if res.status() == StatusCode::NOT_MODIFIED {
+            if let Some(stale) = self.stale.take() {
+                if !conditional::not_modified_selects(&stale.headers, res.headers()) {
+                    // RFC 9111 §4.3.4: a 304 for other validators must not update the object,
+                    // and cannot stand in for the full response this request needs.
+                    self.shared.store.remove(&self.key);
+                    let _ = reply.send(Fetched::Edge(StatusCode::BAD_GATEWAY));
+                    return;
+                }
+                let obj = self.refresh(
+                    &stale,
+                    res.headers(),
+                    request_time,
+                    response_time,
+                    &request_headers,
+                );
+                if let Some(guard) = &self.guard {
+                    guard.publish(FlightState::Done(obj.clone()));
+                }
+                let _ = reply.send(Fetched::Done(obj));
+                return;
+            }
+        }
+
+        let plan = match self.plan(&res, &request_headers, request_time, response_time) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                if marks_pass(reason) {
+                    let until = response_time + self.shared.hit_for_pass;
+                    self.shared.store.insert(self.key, Slot::Pass { until });
+                } else if self.stale.is_some() {
+                    self.shared.store.remove(&self.key);
+                }
+                let _ = reply.send(Fetched::Pass(res, self.fwd));
+                return;
+            }
+        };
+
+        let (head, body) = res.into_parts();
+        let fill = Fill::new(head.status, plan.headers.clone(), plan.initial_age);
+        let reader = fill.reader().expect("a new fill has no released chunks");
+        if let Some(guard) = &self.guard {
+            guard.publish(FlightState::Streaming(fill.clone()));
+        }
+        // The viewer may be gone already; the fill goes on for the followers and the store.
+        let _ = reply.send(Fetched::Stream(reader, self.fwd));
+
+        let mut body = pin!(body);
+        let mut keeping = true;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                fill.finish(End::Failed);
+                return;
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            fill.push(data);
+            if keeping && fill.buffered() as u64 > self.shared.max_object_size {
+                keeping = false;
+                fill.stop_keeping();
+                self.guard = None;
+                let until = response_time + self.shared.hit_for_pass;
+                self.shared.store.insert(self.key, Slot::Pass { until });
+            }
+            if !keeping && fill.wait_for_readers(PASS_BUFFER).await == 0 {
+                fill.finish(End::Failed);
+                return;
+            }
+        }
+        fill.finish(End::Complete);
+        if let Some(body) = keeping.then(|| fill.body()).flatten() {
+            let obj = Object {
+                status: head.status,
+                weight: weigh(&plan.headers, &body, host.len() + path.len()),
+                headers: plan.headers,
+                body,
+                response_time,
+                corrected_initial_age: plan.initial_age,
+                freshness_lifetime: plan.freshness_lifetime,
+                rules: plan.rules,
+                host,
+                path,
+            };
+            self.commit(Arc::new(obj), &plan.vary, &request_headers);
+        }
+    }
+
+    /// Decides whether and how a full response is stored (RFC 9111 §3).
+    fn plan<B>(
+        &self,
+        res: &Response<B>,
+        request_headers: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Result<Plan, NoStoreReason> {
+        let cc = CacheControl::parse(res.headers());
+        let rules = &self.shared.rules;
+        storable(
+            &Method::GET,
+            &self.request_cc,
+            request_headers,
+            res.status(),
+            &cc,
+            res.headers(),
+            rules,
+        )?;
+        let freshness_lifetime = freshness_lifetime(res.status(), &cc, res.headers(), rules)
+            .ok_or(NoStoreReason::NoFreshness)?;
+        let vary = Vary::parse(res.headers());
+        if vary == Vary::Star {
+            return Err(NoStoreReason::VaryStar);
+        }
+        let declared = res
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.shared.max_object_size) {
+            return Err(NoStoreReason::TooLarge);
+        }
+        let mut headers = res.headers().clone();
+        remove_hop_by_hop(&mut headers);
+        // §5.2.2.4, §5.2.2.7: qualified no-cache / private fields are not stored.
+        for name in cc.private_fields.iter().chain(&cc.no_cache_fields) {
+            headers.remove(name);
+        }
+        Ok(Plan {
+            headers,
+            vary,
+            freshness_lifetime,
+            initial_age: corrected_initial_age(res.headers(), request_time, response_time),
+            rules: ReuseRules {
+                no_cache: cc.no_cache,
+                no_stale: cc.forbids_stale(),
+                stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
+                stale_if_error: cc.stale_if_error.unwrap_or(0),
+            },
+        })
+    }
+
+    /// A stored object updated by a 304 (RFC 9111 §4.3.4).
+    fn refresh(
+        &self,
+        stale: &Object,
+        not_modified: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        request_headers: &HeaderMap,
+    ) -> Arc<Object> {
+        let mut headers = stale.headers.clone();
+        conditional::merge_not_modified(&mut headers, not_modified);
+        let cc = CacheControl::parse(&headers);
+        let rules = &self.shared.rules;
+        let freshness_lifetime =
+            freshness_lifetime(stale.status, &cc, &headers, rules).unwrap_or(0);
+        let obj = Arc::new(Object {
+            status: stale.status,
+            weight: weigh(&headers, &stale.body, stale.host.len() + stale.path.len()),
+            body: stale.body.clone(),
+            response_time,
+            corrected_initial_age: corrected_initial_age(not_modified, request_time, response_time),
+            freshness_lifetime,
+            rules: ReuseRules {
+                no_cache: cc.no_cache,
+                no_stale: cc.forbids_stale(),
+                stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
+                stale_if_error: cc.stale_if_error.unwrap_or(0),
+            },
+            host: stale.host.clone(),
+            path: stale.path.clone(),
+            headers,
+        });
+        self.commit(obj.clone(), &Vary::parse(&obj.headers), request_headers);
+        obj
+    }
+
+    /// Stores an object under its URL, or under its variant key behind a `Vary` record.
+    fn commit(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) {
+        let store = &self.shared.store;
+        match vary {
+            Vary::Fields(names) => {
+                let epoch = match store.get(&self.primary) {
+                    Some(Slot::Vary(record)) if record.names == *names => record.epoch,
+                    _ => {
+                        let epoch = self.shared.next_epoch();
+                        let record = VaryRecord {
+                            names: names.clone(),
+                            epoch,
+                        };
+                        store.insert(self.primary, Slot::Vary(Arc::new(record)));
+                        epoch
+                    }
+                };
+                store.insert(
+                    self.primary.variant(epoch, names, request_headers),
+                    Slot::Object(obj),
+                );
+            }
+            Vary::None | Vary::Star => store.insert(self.primary, Slot::Object(obj)),
+        }
+    }
+}
+
+/// Reasons that depend on the response, not on this request: later requests for the URL
+/// skip collapsing for a while.
+fn marks_pass(reason: NoStoreReason) -> bool {
+    !matches!(
+        reason,
+        NoStoreReason::RequestNoStore | NoStoreReason::Authorization | NoStoreReason::Method
+    )
+}

@@ -1,0 +1,274 @@
+//! Building the viewer's response: preconditions, ranges, HEAD and the edge's own fields.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE,
+    LAST_MODIFIED, RANGE,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+
+use crate::body::CdnBody;
+use crate::entry::Object;
+use crate::fill::FillReader;
+use crate::layer::Shared;
+use crate::rfc::conditional::{self, Precondition};
+use crate::rfc::range::{self, RangeOutcome};
+use crate::status::CacheStatus;
+
+/// `Cache-Status` (RFC 9211).
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Why a request went to the origin, for `Cache-Status: fwd=` (RFC 9211 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fwd {
+    UriMiss,
+    VaryMiss,
+    Request,
+    Stale,
+    Method,
+    Bypass,
+}
+
+impl Fwd {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Request => "request",
+            Fwd::Stale => "stale",
+            Fwd::Method => "method",
+            Fwd::Bypass => "bypass",
+        }
+    }
+}
+
+/// The request fields the viewer's response depends on.
+#[derive(Clone, Copy)]
+pub(crate) struct ViewerRef<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+/// Where a response body comes from.
+enum Source {
+    Stored(Bytes),
+    Fill(FillReader),
+}
+
+/// Answers the viewer from a stored object or a fill: its preconditions (RFC 9110 §13.2.2),
+/// then its range (§14), then HEAD, then the edge's own fields.
+#[allow(clippy::too_many_arguments)]
+fn respond<B>(
+    shared: &Shared,
+    viewer: ViewerRef<'_>,
+    status: StatusCode,
+    stored: &HeaderMap,
+    source: Source,
+    age: u64,
+    outcome: CacheStatus,
+    cache_status: String,
+) -> Response<CdnBody<B>> {
+    // §13.2.1: preconditions apply only where the response would have been 2xx.
+    let precondition = if status.is_success() {
+        conditional::evaluate(
+            viewer.method,
+            viewer.headers,
+            stored.get(ETAG),
+            stored.get(LAST_MODIFIED),
+        )
+    } else {
+        Precondition::Proceed
+    };
+    let mut res = match precondition {
+        Precondition::NotModified => bare(
+            StatusCode::NOT_MODIFIED,
+            conditional::not_modified_headers(stored),
+        ),
+        Precondition::Failed => bare(StatusCode::PRECONDITION_FAILED, HeaderMap::new()),
+        Precondition::Proceed => {
+            let mut headers = stored.clone();
+            let (status, body) = match source {
+                Source::Stored(body) if status == StatusCode::OK => {
+                    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                    ranged(viewer, &mut headers, body)
+                }
+                Source::Stored(body) => (status, CdnBody::full(body)),
+                Source::Fill(reader) => (status, CdnBody::fill(reader)),
+            };
+            let body = if viewer.method == Method::HEAD {
+                CdnBody::empty()
+            } else {
+                body
+            };
+            let mut res = Response::new(body);
+            *res.status_mut() = status;
+            *res.headers_mut() = headers;
+            res
+        }
+    };
+    let headers = res.headers_mut();
+    headers.insert(AGE, HeaderValue::from(age));
+    headers.insert(X_CACHE.clone(), shared.x_cache.get(outcome).clone());
+    if let Ok(v) = HeaderValue::try_from(cache_status) {
+        headers.insert(CACHE_STATUS.clone(), v);
+    }
+    res
+}
+
+fn bare<B>(status: StatusCode, headers: HeaderMap) -> Response<CdnBody<B>> {
+    let mut res = Response::new(CdnBody::empty());
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    res
+}
+
+/// The part of a stored 200 that the viewer's `Range` asks for (RFC 9110 §14).
+fn ranged<B>(
+    viewer: ViewerRef<'_>,
+    headers: &mut HeaderMap,
+    body: Bytes,
+) -> (StatusCode, CdnBody<B>) {
+    let Some(spec) = viewer.headers.get(RANGE) else {
+        return (StatusCode::OK, CdnBody::full(body));
+    };
+    // §14.2: Range is defined for GET only (HEAD answers as GET would, without the body).
+    let allowed = matches!(*viewer.method, Method::GET | Method::HEAD)
+        && viewer.headers.get(IF_RANGE).is_none_or(|v| {
+            range::if_range_allows_partial(v, headers.get(ETAG), headers.get(LAST_MODIFIED))
+        });
+    if !allowed {
+        return (StatusCode::OK, CdnBody::full(body));
+    }
+    let len = body.len() as u64;
+    match range::evaluate(spec, len) {
+        RangeOutcome::Full => (StatusCode::OK, CdnBody::full(body)),
+        RangeOutcome::Single(r) => {
+            headers.insert(CONTENT_RANGE, range::content_range(&r, len));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                CdnBody::full(body.slice(r.start as usize..r.end as usize)),
+            )
+        }
+        RangeOutcome::Multi(ranges) => {
+            let boundary = format!("{:016x}", RandomState::new().build_hasher().finish());
+            match range::multipart(&body, &ranges, headers.get(CONTENT_TYPE), len, &boundary) {
+                Some(parts) => {
+                    headers.insert(CONTENT_TYPE, parts.content_type);
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(parts.len));
+                    (StatusCode::PARTIAL_CONTENT, CdnBody::parts(parts.chunks))
+                }
+                None => (StatusCode::OK, CdnBody::full(body)),
+            }
+        }
+        RangeOutcome::Unsatisfiable => {
+            headers.insert(CONTENT_RANGE, range::unsatisfied_content_range(len));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+            (StatusCode::RANGE_NOT_SATISFIABLE, CdnBody::empty())
+        }
+    }
+}
+
+pub(crate) fn object_response<B>(
+    shared: &Shared,
+    obj: &Object,
+    viewer: ViewerRef<'_>,
+    outcome: CacheStatus,
+    now: SystemTime,
+) -> Response<CdnBody<B>> {
+    let ttl = obj.ttl(now);
+    let cache_status = match outcome {
+        CacheStatus::RefreshHit => format!(
+            "{}; fwd=stale; fwd-status=304; ttl={ttl}",
+            shared.cache_name
+        ),
+        _ => format!("{}; hit; ttl={ttl}", shared.cache_name),
+    };
+    let source = Source::Stored(obj.body.clone());
+    respond(
+        shared,
+        viewer,
+        obj.status,
+        &obj.headers,
+        source,
+        obj.age(now),
+        outcome,
+        cache_status,
+    )
+}
+
+/// Answers from a fill. A range request waits for the whole body so it can be sliced; if the
+/// object turns out too large to keep, the viewer gets the full 200 stream instead.
+pub(crate) async fn fill_response<B>(
+    shared: &Shared,
+    reader: FillReader,
+    viewer: ViewerRef<'_>,
+    fwd: Fwd,
+    collapsed: bool,
+) -> Response<CdnBody<B>> {
+    let fill = reader.fill().clone();
+    let cache_status = format!(
+        "{}; fwd={}; fwd-status={}; stored{}",
+        shared.cache_name,
+        fwd.as_str(),
+        fill.status.as_u16(),
+        if collapsed { "; collapsed" } else { "" }
+    );
+    let mut source = Source::Fill(reader);
+    if viewer.headers.contains_key(RANGE) && fill.status == StatusCode::OK {
+        if let Some(body) = fill.settled().await {
+            source = Source::Stored(body);
+        }
+    }
+    respond(
+        shared,
+        viewer,
+        fill.status,
+        &fill.headers,
+        source,
+        fill.initial_age,
+        CacheStatus::Miss,
+        cache_status,
+    )
+}
+
+pub(crate) fn pass_response<B>(
+    shared: &Shared,
+    res: Response<B>,
+    fwd: Fwd,
+) -> Response<CdnBody<B>> {
+    let mut res = res.map(CdnBody::origin);
+    let status = res.status().as_u16();
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE.clone(), shared.x_cache.miss.clone());
+    let cache_status = format!(
+        "{}; fwd={}; fwd-status={status}",
+        shared.cache_name,
+        fwd.as_str()
+    );
+    if let Ok(v) = HeaderValue::try_from(cache_status) {
+        headers.insert(CACHE_STATUS.clone(), v);
+    }
+    res
+}
+
+pub(crate) fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<CdnBody<B>> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut res = Response::new(CdnBody::full(Bytes::from(format!("{reason}\n"))));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE.clone(), shared.x_cache.error.clone());
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::try_from(format!("{}; fwd=miss", shared.cache_name)) {
+        headers.insert(CACHE_STATUS.clone(), v);
+    }
+    res
+}
