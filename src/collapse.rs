@@ -24,7 +24,11 @@ pub(crate) enum FlightState {
     Streaming(Arc<Fill>),
     /// The object is complete (stored, or refreshed by a 304).
     Done(Arc<Object>),
-    /// Nothing to share (not storable, origin error, leader gone): go to the origin yourself.
+    /// The origin failed; the stale object stands in (stale-if-error).
+    StaleOnError(Arc<Object>),
+    /// The origin failed and nothing may stand in: answer this status.
+    Failed(http::StatusCode),
+    /// Nothing to share (not storable, leader gone): go to the origin yourself.
     Abandoned,
 }
 

@@ -168,3 +168,60 @@ mod tests {
         ));
     }
 }
+
+/// A replacement for an error response, like CloudFront's custom error responses: when the
+/// origin (or a stored object) answers `status`, the viewer gets this instead.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::StatusCode;
+/// use tower_cdn::CustomErrorResponse;
+///
+/// let not_found = CustomErrorResponse::new(StatusCode::NOT_FOUND)
+///     .body("text/html; charset=utf-8", "<h1>Nothing here</h1>")
+///     .ttl(Duration::from_secs(300));
+/// ```
+#[derive(Clone, Debug)]
+pub struct CustomErrorResponse {
+    pub(crate) status: http::StatusCode,
+    pub(crate) response_code: Option<http::StatusCode>,
+    pub(crate) content_type: http::HeaderValue,
+    pub(crate) body: bytes::Bytes,
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl CustomErrorResponse {
+    /// Replaces responses with this status (an empty `text/plain` body until
+    /// [`body`](Self::body) is set).
+    pub fn new(status: http::StatusCode) -> Self {
+        Self {
+            status,
+            response_code: None,
+            content_type: http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            body: bytes::Bytes::new(),
+            ttl: None,
+        }
+    }
+
+    /// The status the viewer gets instead (by default the original one).
+    pub fn response_code(mut self, status: http::StatusCode) -> Self {
+        self.response_code = Some(status);
+        self
+    }
+
+    /// The body the viewer gets, with its media type. An invalid media type falls back to
+    /// `application/octet-stream`.
+    pub fn body(mut self, content_type: &str, body: impl Into<bytes::Bytes>) -> Self {
+        self.content_type = http::HeaderValue::from_str(content_type)
+            .unwrap_or(http::HeaderValue::from_static("application/octet-stream"));
+        self.body = body.into();
+        self
+    }
+
+    /// How long the origin's error is cached when it carries no freshness of its own (the
+    /// error-caching minimum TTL for this status).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}

@@ -50,6 +50,24 @@ impl Object {
         self.freshness_lifetime as i64 - self.age(now) as i64
     }
 
+    /// Seconds past its freshness lifetime at `now` (0 while fresh).
+    pub(crate) fn staleness(&self, now: SystemTime) -> u64 {
+        self.age(now).saturating_sub(self.freshness_lifetime)
+    }
+
+    /// Whether it may be served stale while it is refreshed in the background (RFC 5861 §3).
+    pub(crate) fn usable_while_revalidating(&self, now: SystemTime) -> bool {
+        let window = self.rules.stale_while_revalidate;
+        !self.rules.no_stale && window > 0 && self.staleness(now) <= window
+    }
+
+    /// Whether it may stand in for a failed origin (RFC 5861 §4), with `default_window` for
+    /// objects whose origin named none.
+    pub(crate) fn usable_on_error(&self, now: SystemTime, default_window: u64) -> bool {
+        let window = self.rules.stale_if_error.max(default_window);
+        !self.rules.no_stale && window > 0 && self.staleness(now) <= window
+    }
+
     pub(crate) fn etag(&self) -> Option<&HeaderValue> {
         self.headers.get(http::header::ETAG)
     }

@@ -24,19 +24,25 @@ use crate::layer::Shared;
 use crate::respond::Fwd;
 use crate::rfc::cache_control::CacheControl;
 use crate::rfc::conditional;
-use crate::rfc::freshness::{corrected_initial_age, freshness_lifetime, storable};
+use crate::rfc::freshness::{
+    corrected_initial_age, explicit_freshness, freshness_lifetime, storable,
+};
 use crate::rfc::headers::{remove_hop_by_hop, Vary};
 use crate::status::NoStoreReason;
+use crate::BoxError;
 
 /// Once a fill can no longer be stored, at most this many bytes wait for slow viewers.
 const PASS_BUFFER: usize = 1024 * 1024;
 
 /// What a trip to the origin produced.
-pub(crate) enum Fetched<B, E> {
+pub(crate) enum Fetched<B> {
     Stream(FillReader, Fwd),
+    /// Refreshed by a 304.
     Done(Arc<Object>),
+    /// The origin failed and the stale object stands in.
+    StaleOnError(Arc<Object>),
     Pass(Response<B>, Fwd),
-    Failed(E),
+    /// The edge answers with this error status itself.
     Edge(StatusCode),
 }
 
@@ -74,9 +80,10 @@ impl Fetch {
         mut self,
         inner: S,
         req: Request<ReqB>,
-        reply: oneshot::Sender<Fetched<ResB, S::Error>>,
+        reply: oneshot::Sender<Fetched<ResB>>,
     ) where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
         ResB: Body<Data = Bytes>,
     {
         let (mut parts, body) = req.into_parts();
@@ -105,14 +112,29 @@ impl Fetch {
             }
         }
         let request_time = self.shared.clock.now();
-        let res = match call_origin(inner, Request::from_parts(parts, body)).await {
-            Ok(res) => res,
-            Err(e) => {
-                let _ = reply.send(Fetched::Failed(e));
-                return;
+        let origin = call_origin(inner, Request::from_parts(parts, body));
+        let res = match tokio::time::timeout(self.shared.origin_timeout, origin).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                let e: BoxError = e.into();
+                tracing::warn!(error = %e, path = %path, "origin request failed");
+                return self.origin_failed(StatusCode::BAD_GATEWAY, reply);
+            }
+            Err(_) => {
+                tracing::warn!(path = %path, "origin did not answer in time");
+                return self.origin_failed(StatusCode::GATEWAY_TIMEOUT, reply);
             }
         };
         let response_time = self.shared.clock.now();
+
+        // RFC 5861 §4: a server error may be answered with a stale object.
+        if matches!(res.status().as_u16(), 500 | 502 | 503 | 504) {
+            if let Some(stale) = self.stale_on_error() {
+                self.publish(FlightState::StaleOnError(stale.clone()));
+                let _ = reply.send(Fetched::StaleOnError(stale));
+                return;
+            }
+        }
 
         if res.status() == StatusCode::NOT_MODIFIED {
             if let Some(stale) = self.stale.take() {
@@ -130,9 +152,7 @@ impl Fetch {
                     response_time,
                     &request_headers,
                 );
-                if let Some(guard) = &self.guard {
-                    guard.publish(FlightState::Done(obj.clone()));
-                }
+                self.publish(FlightState::Done(obj.clone()));
                 let _ = reply.send(Fetched::Done(obj));
                 return;
             }
@@ -163,10 +183,16 @@ impl Fetch {
 
         let mut body = pin!(body);
         let mut keeping = true;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                fill.finish(End::Failed);
-                return;
+        loop {
+            // The origin timeout also bounds the wait for each piece of the body.
+            let frame = match tokio::time::timeout(self.shared.origin_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(_))) | Err(_) => {
+                    tracing::warn!(path = %path, "origin body failed before its end");
+                    fill.finish(End::Failed);
+                    return;
+                }
             };
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -202,6 +228,37 @@ impl Fetch {
         }
     }
 
+    fn publish(&self, state: FlightState) {
+        if let Some(guard) = &self.guard {
+            guard.publish(state);
+        }
+    }
+
+    /// The stale object, if it may stand in for a failed origin (RFC 5861 §4, within its
+    /// `stale-if-error` window or the configured default; never when RFC 9111 §4.2.4 forbids).
+    fn stale_on_error(&self) -> Option<Arc<Object>> {
+        let stale = self.stale.as_ref()?;
+        let now = self.shared.clock.now();
+        stale
+            .usable_on_error(now, self.shared.stale_if_error)
+            .then(|| stale.clone())
+    }
+
+    /// The origin failed (error or timeout): stale if allowed, else an edge error, and the
+    /// same for every follower.
+    fn origin_failed<B>(self, status: StatusCode, reply: oneshot::Sender<Fetched<B>>) {
+        match self.stale_on_error() {
+            Some(stale) => {
+                self.publish(FlightState::StaleOnError(stale.clone()));
+                let _ = reply.send(Fetched::StaleOnError(stale));
+            }
+            None => {
+                self.publish(FlightState::Failed(status));
+                let _ = reply.send(Fetched::Edge(status));
+            }
+        }
+    }
+
     /// Decides whether and how a full response is stored (RFC 9111 §3).
     fn plan<B>(
         &self,
@@ -212,16 +269,29 @@ impl Fetch {
     ) -> Result<Plan, NoStoreReason> {
         let cc = CacheControl::parse(res.headers());
         let rules = &self.shared.rules;
-        storable(
+        let status = res.status();
+        let error_ttl = self.shared.error_ttl(status);
+        let request_cc = &self.request_cc;
+        match storable(
             &Method::GET,
-            &self.request_cc,
+            request_cc,
             request_headers,
-            res.status(),
+            status,
             &cc,
             res.headers(),
             rules,
-        )?;
-        let freshness_lifetime = freshness_lifetime(res.status(), &cc, res.headers(), rules)
+        ) {
+            Err(NoStoreReason::NoFreshness) if error_ttl.is_some() => {}
+            other => other?,
+        }
+        // Errors are kept for the origin's explicit freshness, else for the error-caching TTL
+        // of their status (CloudFront's rule); never for a default TTL or a heuristic.
+        let freshness_lifetime =
+            if status.as_u16() >= 400 && !explicit_freshness(&cc, res.headers()) {
+                error_ttl
+            } else {
+                freshness_lifetime(status, &cc, res.headers(), rules)
+            }
             .ok_or(NoStoreReason::NoFreshness)?;
         let vary = Vary::parse(res.headers());
         if vary == Vary::Star {

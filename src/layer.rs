@@ -4,12 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
 use crate::collapse::Flights;
-use crate::config::CachePolicy;
+use crate::config::{CachePolicy, CustomErrorResponse};
 use crate::error::ConfigError;
 use crate::rfc::freshness::TtlRules;
 use crate::service::CdnService;
@@ -84,6 +84,12 @@ pub struct CdnLayerBuilder {
     clock: Arc<dyn Clock>,
     collapse_timeout: Duration,
     hit_for_pass: Duration,
+    origin_timeout: Duration,
+    stale_if_error: Duration,
+    stale_if_error_budget: Option<Duration>,
+    error_caching_min_ttl: Duration,
+    error_ttls: Vec<(StatusCode, Duration)>,
+    custom_errors: Vec<CustomErrorResponse>,
 }
 
 impl Default for CdnLayerBuilder {
@@ -96,6 +102,12 @@ impl Default for CdnLayerBuilder {
             clock: Arc::new(SystemClock),
             collapse_timeout: Duration::from_secs(10),
             hit_for_pass: Duration::from_secs(30),
+            origin_timeout: Duration::from_secs(30),
+            stale_if_error: Duration::ZERO,
+            stale_if_error_budget: None,
+            error_caching_min_ttl: Duration::from_secs(10),
+            error_ttls: Vec::new(),
+            custom_errors: Vec::new(),
         }
     }
 }
@@ -146,6 +158,56 @@ impl CdnLayerBuilder {
         self
     }
 
+    /// How long the origin may take to start answering, and between two pieces of a body.
+    /// Past it, a stale object is served if allowed, else `504 Gateway Timeout`.
+    pub fn origin_timeout(mut self, timeout: Duration) -> Self {
+        self.origin_timeout = timeout;
+        self
+    }
+
+    /// How long past its freshness an object may stand in for a failed origin when the
+    /// origin sent no `stale-if-error` of its own (RFC 5861 §4). Default 0: only when the
+    /// origin allows it. `must-revalidate`, `proxy-revalidate`, `no-cache` and `s-maxage`
+    /// always forbid it (RFC 9111 §4.2.4).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// When a stale object could stand in for the origin, wait for the origin at most this
+    /// long before serving it; the origin request goes on in the background and refreshes the
+    /// object when it answers.
+    pub fn stale_if_error_budget(mut self, budget: Duration) -> Self {
+        self.stale_if_error_budget = Some(budget);
+        self
+    }
+
+    /// How long 404, 414, 500, 501, 502, 503 and 504 responses without freshness
+    /// information are cached (CloudFront's error caching minimum TTL; default 10 s). Other
+    /// errors are cached only when the origin gives them a freshness lifetime.
+    pub fn error_caching_min_ttl(mut self, ttl: Duration) -> Self {
+        self.error_caching_min_ttl = ttl;
+        self
+    }
+
+    /// The error-caching TTL for one status, overriding
+    /// [`error_caching_min_ttl`](Self::error_caching_min_ttl).
+    pub fn error_ttl(mut self, status: StatusCode, ttl: Duration) -> Self {
+        self.error_ttls.retain(|(s, _)| *s != status);
+        self.error_ttls.push((status, ttl));
+        self
+    }
+
+    /// Replaces error responses of one status, like CloudFront's custom error responses.
+    pub fn custom_error_response(mut self, response: CustomErrorResponse) -> Self {
+        if let Some(ttl) = response.ttl {
+            self = self.error_ttl(response.status, ttl);
+        }
+        self.custom_errors.retain(|c| c.status != response.status);
+        self.custom_errors.push(response);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<CdnLayer, ConfigError> {
         if self.capacity == 0 {
@@ -184,6 +246,16 @@ impl CdnLayerBuilder {
                 cache_name: self.cache_name,
                 collapse_timeout: self.collapse_timeout,
                 hit_for_pass: self.hit_for_pass,
+                origin_timeout: self.origin_timeout,
+                stale_if_error: self.stale_if_error.as_secs(),
+                stale_if_error_budget: self.stale_if_error_budget,
+                error_caching_min_ttl: self.error_caching_min_ttl.as_secs(),
+                error_ttls: self
+                    .error_ttls
+                    .iter()
+                    .map(|(s, t)| (*s, t.as_secs()))
+                    .collect(),
+                custom_errors: self.custom_errors,
                 epochs: AtomicU64::new(1),
             }),
         })
@@ -223,10 +295,25 @@ pub(crate) struct Shared {
     pub(crate) cache_name: String,
     pub(crate) collapse_timeout: Duration,
     pub(crate) hit_for_pass: Duration,
+    pub(crate) origin_timeout: Duration,
+    pub(crate) stale_if_error: u64,
+    pub(crate) stale_if_error_budget: Option<Duration>,
+    error_caching_min_ttl: u64,
+    error_ttls: Vec<(StatusCode, u64)>,
+    pub(crate) custom_errors: Vec<CustomErrorResponse>,
     epochs: AtomicU64,
 }
 
 impl Shared {
+    /// The error-caching TTL for a status without freshness information, if it has one.
+    pub(crate) fn error_ttl(&self, status: StatusCode) -> Option<u64> {
+        if let Some((_, ttl)) = self.error_ttls.iter().find(|(s, _)| *s == status) {
+            return (*ttl > 0).then_some(*ttl);
+        }
+        let cached = matches!(status.as_u16(), 404 | 414 | 500 | 501 | 502 | 503 | 504);
+        (cached && self.error_caching_min_ttl > 0).then_some(self.error_caching_min_ttl)
+    }
+
     /// A fresh epoch for a new `Vary` record.
     pub(crate) fn next_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::Relaxed)

@@ -21,7 +21,7 @@ mod store;
 
 pub use body::CdnBody;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::CachePolicy;
+pub use config::{CachePolicy, CustomErrorResponse};
 pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::{CdnLayer, CdnLayerBuilder};

@@ -174,20 +174,43 @@ fn ranged<B>(
     }
 }
 
+/// How a stored object came to answer the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Served {
+    Fresh,
+    /// Stale, accepted by the request's `max-stale`.
+    Stale,
+    /// Stale within `stale-while-revalidate`; a background refresh is under way.
+    WhileRevalidating,
+    /// Revalidated with a 304.
+    Refreshed,
+    /// Stale, standing in for a failed origin (`stale-if-error`).
+    OnError,
+}
+
 pub(crate) fn object_response<B>(
     shared: &Shared,
     obj: &Object,
     viewer: ViewerRef<'_>,
-    outcome: CacheStatus,
+    served: Served,
     now: SystemTime,
 ) -> Response<CdnBody<B>> {
     let ttl = obj.ttl(now);
-    let cache_status = match outcome {
-        CacheStatus::RefreshHit => format!(
-            "{}; fwd=stale; fwd-status=304; ttl={ttl}",
-            shared.cache_name
+    let name = &shared.cache_name;
+    let (outcome, cache_status) = match served {
+        Served::Fresh | Served::Stale => (CacheStatus::Hit, format!("{name}; hit; ttl={ttl}")),
+        Served::WhileRevalidating => (
+            CacheStatus::Hit,
+            format!("{name}; hit; ttl={ttl}; detail=stale-while-revalidate"),
         ),
-        _ => format!("{}; hit; ttl={ttl}", shared.cache_name),
+        Served::Refreshed => (
+            CacheStatus::RefreshHit,
+            format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}"),
+        ),
+        Served::OnError => (
+            CacheStatus::Hit,
+            format!("{name}; fwd=stale; ttl={ttl}; detail=stale-if-error"),
+        ),
     };
     let source = Source::Stored(obj.body.clone());
     respond(
@@ -271,4 +294,35 @@ pub(crate) fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<Cdn
         headers.insert(CACHE_STATUS.clone(), v);
     }
     res
+}
+
+/// Applies a configured custom error response: the status, media type and body are replaced;
+/// the edge's own fields (`Age`, `X-Cache`, `Cache-Status`) are kept.
+pub(crate) fn custom_error<B>(
+    shared: &Shared,
+    mut res: Response<CdnBody<B>>,
+) -> Response<CdnBody<B>> {
+    if shared.custom_errors.is_empty()
+        || !res.status().is_client_error() && !res.status().is_server_error()
+    {
+        return res;
+    }
+    let Some(custom) = shared
+        .custom_errors
+        .iter()
+        .find(|c| c.status == res.status())
+    else {
+        return res;
+    };
+    let mut replaced = Response::new(CdnBody::full(custom.body.clone()));
+    *replaced.status_mut() = custom.response_code.unwrap_or(custom.status);
+    let headers = replaced.headers_mut();
+    headers.insert(CONTENT_TYPE, custom.content_type.clone());
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(custom.body.len()));
+    for name in [&AGE, &X_CACHE, &CACHE_STATUS] {
+        if let Some(v) = res.headers_mut().remove(name) {
+            headers.insert(name.clone(), v);
+        }
+    }
+    replaced
 }

@@ -18,9 +18,10 @@ use crate::fetch::{call_origin, Fetch, Fetched};
 use crate::future::ResponseFuture;
 use crate::key::{host_of, scheme_of, CacheKey};
 use crate::layer::Shared;
-use crate::respond::{edge_error, fill_response, object_response, pass_response, Fwd, ViewerRef};
+use crate::respond::{
+    custom_error, edge_error, fill_response, object_response, pass_response, Fwd, Served, ViewerRef,
+};
 use crate::rfc::cache_control::{CacheControl, MaxStale};
-use crate::status::CacheStatus;
 use crate::BoxError;
 
 /// The service [`CdnLayer`](crate::CdnLayer) wraps around an origin service.
@@ -60,6 +61,8 @@ enum Reuse {
     Fresh,
     /// Stale, but the request's `max-stale` accepts it.
     Stale,
+    /// Stale within `stale-while-revalidate` (RFC 5861 §3).
+    WhileRevalidating,
     Revalidate(Fwd),
 }
 
@@ -93,6 +96,8 @@ fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
     };
     if accepted && !obj.rules.no_stale {
         Reuse::Stale
+    } else if obj.usable_while_revalidating(now) {
+        Reuse::WhileRevalidating
     } else {
         Reuse::Revalidate(Fwd::Stale)
     }
@@ -102,7 +107,7 @@ impl<S, ReqB, ResB> Service<Request<ReqB>> for CdnService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: Into<BoxError>,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError> + Send,
@@ -136,17 +141,30 @@ where
         };
         let mut stale = None;
         match slot {
-            Some(Slot::Object(obj)) => match reuse(&obj, &cc, now) {
-                Reuse::Fresh | Reuse::Stale => {
+            Some(Slot::Object(obj)) => {
+                let served = match reuse(&obj, &cc, now) {
+                    Reuse::Fresh => Some(Served::Fresh),
+                    Reuse::Stale => Some(Served::Stale),
+                    Reuse::WhileRevalidating if !head => Some(Served::WhileRevalidating),
+                    Reuse::WhileRevalidating => Some(Served::Stale),
+                    Reuse::Revalidate(fwd) => {
+                        stale = Some((obj.clone(), fwd));
+                        None
+                    }
+                };
+                if let Some(served) = served {
                     let viewer = ViewerRef {
                         method: req.method(),
                         headers: req.headers(),
                     };
-                    let res = object_response(&self.shared, &obj, viewer, CacheStatus::Hit, now);
+                    let res = object_response(&self.shared, &obj, viewer, served, now);
+                    let res = custom_error(&self.shared, res);
+                    if served == Served::WhileRevalidating {
+                        self.refresh_in_background(req, primary, key, obj.clone(), cc);
+                    }
                     return ResponseFuture::ready(res);
                 }
-                Reuse::Revalidate(fwd) => stale = Some((obj, fwd)),
-            },
+            }
             Some(Slot::Pass { until }) if until > now && !cc.only_if_cached => {
                 return self.pass(req, Fwd::Bypass);
             }
@@ -170,61 +188,129 @@ where
                 method: &method,
                 headers: &headers,
             };
-            let guard = match shared.flights.join(key) {
-                Join::Leader(guard) => Some(guard),
-                Join::Follower(rx) => {
-                    match tokio::time::timeout(shared.collapse_timeout, follow(rx)).await {
-                        Ok(FlightState::Streaming(fill)) => {
-                            if let Some(reader) = fill.reader() {
-                                return Ok(fill_response(&shared, reader, viewer, fwd, true).await);
-                            }
-                        }
-                        Ok(FlightState::Done(obj)) => {
-                            let now = shared.clock.now();
-                            return Ok(object_response(
-                                &shared,
-                                &obj,
-                                viewer,
-                                CacheStatus::RefreshHit,
-                                now,
-                            ));
-                        }
-                        Ok(FlightState::Pending | FlightState::Abandoned) | Err(_) => {}
-                    }
-                    None
-                }
-            };
-            let fetch = Fetch {
-                shared: shared.clone(),
-                primary,
-                key,
-                stale,
-                guard,
-                fwd,
-                request_cc: cc,
-            };
-            let (tx, rx) = oneshot::channel();
-            tokio::spawn(fetch.run(inner, req, tx));
-            match rx.await {
-                Ok(Fetched::Stream(reader, fwd)) => {
-                    Ok(fill_response(&shared, reader, viewer, fwd, false).await)
-                }
-                Ok(Fetched::Done(obj)) => {
-                    let now = shared.clock.now();
-                    Ok(object_response(
-                        &shared,
-                        &obj,
-                        viewer,
-                        CacheStatus::RefreshHit,
-                        now,
-                    ))
-                }
-                Ok(Fetched::Pass(res, fwd)) => Ok(pass_response(&shared, res, fwd)),
-                Ok(Fetched::Failed(e)) => Err(e),
-                Ok(Fetched::Edge(status)) => Ok(edge_error(&shared, status)),
-                Err(_) => Ok(edge_error(&shared, StatusCode::BAD_GATEWAY)),
-            }
+            let res = miss(&shared, inner, req, viewer, primary, key, stale, fwd, cc).await;
+            Ok(custom_error(&shared, res))
         })
+    }
+}
+
+/// A miss or a revalidation: follow another viewer's origin request for the key, or lead one.
+#[allow(clippy::too_many_arguments)]
+async fn miss<S, ReqB, ResB>(
+    shared: &Arc<Shared>,
+    inner: S,
+    req: Request<ReqB>,
+    viewer: ViewerRef<'_>,
+    primary: CacheKey,
+    key: CacheKey,
+    stale: Option<Arc<Object>>,
+    fwd: Fwd,
+    request_cc: CacheControl,
+) -> Response<CdnBody<ResB>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError> + Send,
+{
+    let guard = match shared.flights.join(key) {
+        Join::Leader(guard) => Some(guard),
+        Join::Follower(rx) => {
+            let state = tokio::time::timeout(shared.collapse_timeout, follow(rx)).await;
+            let now = shared.clock.now();
+            match state {
+                Ok(FlightState::Streaming(fill)) => {
+                    if let Some(reader) = fill.reader() {
+                        return fill_response(shared, reader, viewer, fwd, true).await;
+                    }
+                }
+                Ok(FlightState::Done(obj)) => {
+                    return object_response(shared, &obj, viewer, Served::Refreshed, now);
+                }
+                Ok(FlightState::StaleOnError(obj)) => {
+                    return object_response(shared, &obj, viewer, Served::OnError, now);
+                }
+                Ok(FlightState::Failed(status)) => return edge_error(shared, status),
+                Ok(FlightState::Pending | FlightState::Abandoned) | Err(_) => {}
+            }
+            None
+        }
+    };
+    // With a stale object that may stand in for the origin, wait for the origin only as long
+    // as the budget allows; the origin request goes on and refreshes the object either way.
+    let now = shared.clock.now();
+    let budget = stale
+        .as_ref()
+        .filter(|obj| obj.usable_on_error(now, shared.stale_if_error))
+        .and_then(|obj| Some((obj.clone(), shared.stale_if_error_budget?)));
+    let fetch = Fetch {
+        shared: shared.clone(),
+        primary,
+        key,
+        stale,
+        guard,
+        fwd,
+        request_cc,
+    };
+    let (tx, mut rx) = oneshot::channel();
+    tokio::spawn(fetch.run(inner, req, tx));
+    let fetched = match budget {
+        Some((obj, budget)) => tokio::select! {
+            fetched = &mut rx => fetched,
+            _ = tokio::time::sleep(budget) => {
+                let now = shared.clock.now();
+                return object_response(shared, &obj, viewer, Served::OnError, now);
+            }
+        },
+        None => rx.await,
+    };
+    let now = shared.clock.now();
+    match fetched {
+        Ok(Fetched::Stream(reader, fwd)) => fill_response(shared, reader, viewer, fwd, false).await,
+        Ok(Fetched::Done(obj)) => object_response(shared, &obj, viewer, Served::Refreshed, now),
+        Ok(Fetched::StaleOnError(obj)) => {
+            object_response(shared, &obj, viewer, Served::OnError, now)
+        }
+        Ok(Fetched::Pass(res, fwd)) => pass_response(shared, res, fwd),
+        Ok(Fetched::Edge(status)) => edge_error(shared, status),
+        Err(_) => edge_error(shared, StatusCode::BAD_GATEWAY),
+    }
+}
+
+impl<S> CdnService<S> {
+    /// Starts one background revalidation for a key served stale (RFC 5861 §3); if one is
+    /// already under way, nothing more is sent to the origin.
+    fn refresh_in_background<ReqB, ResB>(
+        &self,
+        req: Request<ReqB>,
+        primary: CacheKey,
+        key: CacheKey,
+        stale: Arc<Object>,
+        request_cc: CacheControl,
+    ) where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError> + Send,
+    {
+        let Join::Leader(guard) = self.shared.flights.join(key) else {
+            return;
+        };
+        let fetch = Fetch {
+            shared: self.shared.clone(),
+            primary,
+            key,
+            stale: Some(stale),
+            guard: Some(guard),
+            fwd: Fwd::Stale,
+            request_cc,
+        };
+        let (tx, _) = oneshot::channel();
+        tokio::spawn(fetch.run(self.inner.clone(), req, tx));
     }
 }
 
@@ -235,6 +321,7 @@ impl<S> CdnService<S> {
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
         ReqB: Send + 'static,
         ResB: Send + 'static,
     {
@@ -251,14 +338,21 @@ impl<S> CdnService<S> {
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::origin(async move {
-            let res = call_origin(inner, req).await?;
+            let res = match call_origin(inner, req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    tracing::warn!(error = %e, "origin request failed");
+                    return Ok(edge_error(&shared, StatusCode::BAD_GATEWAY));
+                }
+            };
             if let Some((uri, host)) = target {
                 let status = res.status();
                 if status.is_success() || status.is_redirection() {
                     invalidate(&shared, &uri, host.as_ref(), res.headers());
                 }
             }
-            Ok(pass_response(&shared, res, fwd))
+            Ok(custom_error(&shared, pass_response(&shared, res, fwd)))
         })
     }
 }

@@ -68,14 +68,16 @@ pub(crate) fn storable(
         return Err(NoStoreReason::Authorization);
     }
     // §3: some explicit permission, a heuristically cacheable status, or a cache policy TTL.
-    let explicit = response_cc.public
-        || response_cc.max_age.is_some()
-        || response_cc.s_maxage.is_some()
-        || response_headers.contains_key(EXPIRES);
+    let explicit = response_cc.public || explicit_freshness(response_cc, response_headers);
     if !explicit && !heuristically_cacheable(status) && rules.default == 0 {
         return Err(NoStoreReason::NoFreshness);
     }
     Ok(())
+}
+
+/// Whether the response states its freshness: `s-maxage`, `max-age` or `Expires` (§4.2.1).
+pub(crate) fn explicit_freshness(cc: &CacheControl, headers: &HeaderMap) -> bool {
+    cc.s_maxage.is_some() || cc.max_age.is_some() || headers.contains_key(EXPIRES)
 }
 
 /// The freshness lifetime in seconds (RFC 9111 §4.2.1), clamped by the TTL rules. `None`
