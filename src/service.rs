@@ -338,12 +338,17 @@ impl<S> CdnService<S> {
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::origin(async move {
-            let res = match call_origin(inner, req).await {
-                Ok(res) => res,
-                Err(e) => {
+            let origin = call_origin(inner, req);
+            let res = match tokio::time::timeout(shared.origin_timeout, origin).await {
+                Ok(Ok(res)) => res,
+                Ok(Err(e)) => {
                     let e: BoxError = e.into();
                     tracing::warn!(error = %e, "origin request failed");
                     return Ok(edge_error(&shared, StatusCode::BAD_GATEWAY));
+                }
+                Err(_) => {
+                    tracing::warn!("origin did not answer in time");
+                    return Ok(edge_error(&shared, StatusCode::GATEWAY_TIMEOUT));
                 }
             };
             if let Some((uri, host)) = target {
