@@ -168,10 +168,18 @@ impl Weights {
 ///
 /// Returns `None` only when nothing is acceptable; the caller may then send
 /// identity anyway or answer 406, as §12.5.3 allows.
+#[cfg(test)]
 pub(crate) fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
+    choose(headers, &SERVER_PREFERENCE)
+}
+
+/// Like [`negotiate`], among the codings in `available` only.
+pub(crate) fn choose(headers: &HeaderMap, available: &[Encoding]) -> Option<Encoding> {
     let mut lines = headers.get_all(ACCEPT_ENCODING).iter().peekable();
     if lines.peek().is_none() {
-        return Some(Encoding::Identity);
+        return available
+            .contains(&Encoding::Identity)
+            .then_some(Encoding::Identity);
     }
 
     let mut weights = Weights::default();
@@ -194,7 +202,10 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
 
     let mut best = None;
     let mut best_q = 0;
-    for enc in SERVER_PREFERENCE {
+    for enc in SERVER_PREFERENCE
+        .into_iter()
+        .filter(|e| available.contains(e))
+    {
         let q = weights.weight(enc);
         // Strictly greater, so an earlier (preferred) coding keeps a tie.
         if q > best_q {

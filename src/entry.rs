@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::HeaderName;
+use http::header::{HeaderName, CONTENT_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::encoding::{self, Encoding};
+use crate::rfc::cache_control::CacheControl;
 use crate::rfc::freshness::current_age;
 
 /// A stored response. Shared by `Arc`: a hit clones pointers, never body bytes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Object {
     pub(crate) status: StatusCode,
     /// End-to-end fields as received; hop-by-hop fields and internal fields removed.
@@ -25,7 +27,52 @@ pub(crate) struct Object {
     /// Host and path, for invalidation by pattern.
     pub(crate) host: Box<str>,
     pub(crate) path: Box<str>,
+    /// The content coding of `body`.
+    pub(crate) coding: Coding,
+    /// Whether the edge may compress it (type, size, status, no `no-transform`).
+    pub(crate) compressible: bool,
+    /// Other codings of the same representation, made on demand and kept with it.
+    pub(crate) variants: Vec<Variant>,
     pub(crate) weight: u64,
+}
+
+/// The content coding of a stored body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Coding {
+    Identity,
+    Encoded(Encoding),
+    /// A coding (or stack of codings) the edge cannot undo: served as it is to everyone.
+    Opaque,
+}
+
+impl Coding {
+    pub(crate) fn of(headers: &HeaderMap) -> Coding {
+        match headers.get(CONTENT_ENCODING) {
+            None => Coding::Identity,
+            Some(v) => match Encoding::from_content_encoding(v) {
+                Some(Encoding::Identity) => Coding::Identity,
+                Some(e) => Coding::Encoded(e),
+                None => Coding::Opaque,
+            },
+        }
+    }
+}
+
+/// One more coding of a stored object, with the fields that go with it.
+#[derive(Clone, Debug)]
+pub(crate) struct Variant {
+    pub(crate) encoding: Encoding,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// What a viewer should get of an object.
+#[derive(Debug)]
+pub(crate) enum Pick<'a> {
+    /// This representation, ready to send.
+    Ready(&'a HeaderMap, &'a Bytes),
+    /// A coding not made yet.
+    Make(Encoding),
 }
 
 /// Response directives that govern reuse, read once when the object is stored.
@@ -37,6 +84,17 @@ pub(crate) struct ReuseRules {
     pub(crate) no_stale: bool,
     pub(crate) stale_while_revalidate: u64,
     pub(crate) stale_if_error: u64,
+}
+
+impl From<&CacheControl> for ReuseRules {
+    fn from(cc: &CacheControl) -> Self {
+        ReuseRules {
+            no_cache: cc.no_cache,
+            no_stale: cc.forbids_stale(),
+            stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
+            stale_if_error: cc.stale_if_error.unwrap_or(0),
+        }
+    }
 }
 
 impl Object {
@@ -66,6 +124,51 @@ impl Object {
     pub(crate) fn usable_on_error(&self, now: SystemTime, default_window: u64) -> bool {
         let window = self.rules.stale_if_error.max(default_window);
         !self.rules.no_stale && window > 0 && self.staleness(now) <= window
+    }
+
+    /// The codings this object can be served in.
+    fn available(&self) -> &'static [Encoding] {
+        use Encoding::{Br, Gzip, Identity, Zstd};
+        match (self.coding, self.compressible) {
+            (Coding::Opaque, _) => &[],
+            (_, true) => &[Br, Zstd, Gzip, Identity],
+            (Coding::Encoded(Gzip), false) => &[Gzip, Identity],
+            (Coding::Encoded(Br), false) => &[Br, Identity],
+            (Coding::Encoded(Zstd), false) => &[Zstd, Identity],
+            (Coding::Identity | Coding::Encoded(Identity), false) => &[Identity],
+        }
+    }
+
+    /// The best representation for a request's `Accept-Encoding` (RFC 9110 §12.5.3). When
+    /// the viewer accepts nothing available, the stored one is sent, as §12.5.3 allows.
+    pub(crate) fn pick(&self, request: &HeaderMap) -> Pick<'_> {
+        let available = self.available();
+        if available.len() <= 1 {
+            return Pick::Ready(&self.headers, &self.body);
+        }
+        match encoding::choose(request, available) {
+            Some(enc) => match self.representation(enc) {
+                Some((headers, body)) => Pick::Ready(headers, body),
+                None => Pick::Make(enc),
+            },
+            None => Pick::Ready(&self.headers, &self.body),
+        }
+    }
+
+    /// The representation in `enc`, if stored or already made.
+    pub(crate) fn representation(&self, enc: Encoding) -> Option<(&HeaderMap, &Bytes)> {
+        let stored = match self.coding {
+            Coding::Identity => Encoding::Identity,
+            Coding::Encoded(e) => e,
+            Coding::Opaque => return Some((&self.headers, &self.body)),
+        };
+        if stored == enc {
+            return Some((&self.headers, &self.body));
+        }
+        self.variants
+            .iter()
+            .find(|v| v.encoding == enc)
+            .map(|v| (&v.headers, &v.body))
     }
 
     pub(crate) fn etag(&self) -> Option<&HeaderValue> {

@@ -7,17 +7,18 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{
-    CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-    RANGE,
+    CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE, VARY,
 };
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
 use crate::collapse::{FlightGuard, FlightState};
-use crate::entry::{weigh, Object, ReuseRules, Slot, VaryRecord};
+use crate::encoding::{is_compressible, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
+use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
 use crate::fill::{End, Fill, FillReader};
 use crate::key::{host_of, CacheKey};
 use crate::layer::Shared;
@@ -27,8 +28,9 @@ use crate::rfc::conditional;
 use crate::rfc::freshness::{
     corrected_initial_age, explicit_freshness, freshness_lifetime, storable,
 };
-use crate::rfc::headers::{remove_hop_by_hop, Vary};
+use crate::rfc::headers::{comma_list, remove_hop_by_hop, Vary};
 use crate::status::NoStoreReason;
+use crate::variants::variant_headers;
 use crate::BoxError;
 
 /// Once a fill can no longer be stored, at most this many bytes wait for slow viewers.
@@ -73,6 +75,38 @@ pub(crate) struct Plan {
     freshness_lifetime: u64,
     initial_age: u64,
     rules: ReuseRules,
+    coding: Coding,
+    compressible: bool,
+}
+
+/// The `Vary` that keys stored variants. `Accept-Encoding` is left out when the edge
+/// understands the body's coding: it serves every viewer the coding it accepts from one
+/// object, so the key does not fragment per `Accept-Encoding` string.
+fn storage_vary(headers: &HeaderMap, coding: Coding) -> Vary {
+    let vary = Vary::parse(headers);
+    if coding == Coding::Opaque {
+        return vary;
+    }
+    vary.without(&http::header::ACCEPT_ENCODING)
+}
+
+/// Adds `name` to `Vary` unless listed (or `*`), keeping one comma-separated line.
+fn merge_vary(headers: &mut HeaderMap, name: &'static str) {
+    let lines: Vec<&[u8]> = headers.get_all(VARY).iter().flat_map(comma_list).collect();
+    if lines
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(name.as_bytes()) || *m == b"*")
+    {
+        return;
+    }
+    let mut merged = lines.join(&b", "[..]);
+    if !merged.is_empty() {
+        merged.extend_from_slice(b", ");
+    }
+    merged.extend_from_slice(b"Accept-Encoding");
+    if let Ok(value) = HeaderValue::from_bytes(&merged) {
+        headers.insert(VARY, value);
+    }
 }
 
 impl Fetch {
@@ -212,6 +246,13 @@ impl Fetch {
         }
         fill.finish(End::Complete);
         if let Some(body) = keeping.then(|| fill.body()).flatten() {
+            let compressible = plan.compressible
+                && match plan.coding {
+                    Coding::Identity => {
+                        (MIN_COMPRESS_SIZE..=MAX_COMPRESS_SIZE).contains(&body.len())
+                    }
+                    _ => body.len() <= MAX_COMPRESS_SIZE,
+                };
             let obj = Object {
                 status: head.status,
                 weight: weigh(&plan.headers, &body, host.len() + path.len()),
@@ -223,6 +264,9 @@ impl Fetch {
                 rules: plan.rules,
                 host,
                 path,
+                coding: plan.coding,
+                compressible,
+                variants: Vec::new(),
             };
             self.commit(Arc::new(obj), &plan.vary, &request_headers);
         }
@@ -293,7 +337,8 @@ impl Fetch {
                 freshness_lifetime(status, &cc, res.headers(), rules)
             }
             .ok_or(NoStoreReason::NoFreshness)?;
-        let vary = Vary::parse(res.headers());
+        let coding = Coding::of(res.headers());
+        let vary = storage_vary(res.headers(), coding);
         if vary == Vary::Star {
             return Err(NoStoreReason::VaryStar);
         }
@@ -311,17 +356,25 @@ impl Fetch {
         for name in cc.private_fields.iter().chain(&cc.no_cache_fields) {
             headers.remove(name);
         }
+        // CloudFront's rules: only these statuses, never `no-transform` (RFC 9110 §7.7), only
+        // compressible media types; the size is checked when the body is complete.
+        let compressible = self.shared.compress
+            && coding != Coding::Opaque
+            && !cc.no_transform
+            && matches!(status.as_u16(), 200 | 403 | 404)
+            && is_compressible(headers.get(CONTENT_TYPE));
+        if compressible || matches!(coding, Coding::Encoded(_)) {
+            // The coding sent depends on Accept-Encoding from now on.
+            merge_vary(&mut headers, "accept-encoding");
+        }
         Ok(Plan {
             headers,
             vary,
             freshness_lifetime,
             initial_age: corrected_initial_age(res.headers(), request_time, response_time),
-            rules: ReuseRules {
-                no_cache: cc.no_cache,
-                no_stale: cc.forbids_stale(),
-                stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
-                stale_if_error: cc.stale_if_error.unwrap_or(0),
-            },
+            rules: ReuseRules::from(&cc),
+            coding,
+            compressible,
         })
     }
 
@@ -340,24 +393,38 @@ impl Fetch {
         let rules = &self.shared.rules;
         let freshness_lifetime =
             freshness_lifetime(stale.status, &cc, &headers, rules).unwrap_or(0);
+        // Codings already made stay valid: only their fields follow the new ones.
+        let variants: Vec<Variant> = stale
+            .variants
+            .iter()
+            .map(|v| Variant {
+                encoding: v.encoding,
+                headers: variant_headers(&headers, v.encoding, v.body.len()),
+                body: v.body.clone(),
+            })
+            .collect();
+        let variant_weight: u64 = variants.iter().map(|v| weigh(&v.headers, &v.body, 0)).sum();
         let obj = Arc::new(Object {
             status: stale.status,
-            weight: weigh(&headers, &stale.body, stale.host.len() + stale.path.len()),
+            weight: weigh(&headers, &stale.body, stale.host.len() + stale.path.len())
+                + variant_weight,
             body: stale.body.clone(),
             response_time,
             corrected_initial_age: corrected_initial_age(not_modified, request_time, response_time),
             freshness_lifetime,
-            rules: ReuseRules {
-                no_cache: cc.no_cache,
-                no_stale: cc.forbids_stale(),
-                stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
-                stale_if_error: cc.stale_if_error.unwrap_or(0),
-            },
+            rules: ReuseRules::from(&cc),
             host: stale.host.clone(),
             path: stale.path.clone(),
+            coding: stale.coding,
+            compressible: stale.compressible,
+            variants,
             headers,
         });
-        self.commit(obj.clone(), &Vary::parse(&obj.headers), request_headers);
+        self.commit(
+            obj.clone(),
+            &storage_vary(&obj.headers, obj.coding),
+            request_headers,
+        );
         obj
     }
 

@@ -11,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::collapse::Flights;
 use crate::config::{CachePolicy, CustomErrorResponse};
 use crate::error::ConfigError;
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::rfc::freshness::TtlRules;
 use crate::service::CdnService;
 use crate::status::CacheStatus;
@@ -54,6 +55,11 @@ impl CdnLayer {
         self.shared.store.capacity()
     }
 
+    /// A snapshot of the layer's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
     /// Entries held by the memory store (objects, `Vary` records, pass markers).
     pub fn store_entries(&self) -> usize {
         self.shared.store.len()
@@ -90,6 +96,7 @@ pub struct CdnLayerBuilder {
     error_caching_min_ttl: Duration,
     error_ttls: Vec<(StatusCode, Duration)>,
     custom_errors: Vec<CustomErrorResponse>,
+    compress: bool,
 }
 
 impl Default for CdnLayerBuilder {
@@ -108,6 +115,7 @@ impl Default for CdnLayerBuilder {
             error_caching_min_ttl: Duration::from_secs(10),
             error_ttls: Vec::new(),
             custom_errors: Vec::new(),
+            compress: true,
         }
     }
 }
@@ -208,6 +216,20 @@ impl CdnLayerBuilder {
         self
     }
 
+    /// Whether stored objects are compressed for viewers that accept it (br, zstd, gzip;
+    /// default on): each coding is made once per object, on first request, and kept with it.
+    /// Only compressible media types of 1,000 to 10,000,000 bytes with status 200, 403 or
+    /// 404 are compressed, never `no-transform` responses.
+    pub fn compress(mut self, on: bool) -> Self {
+        self.compress = on;
+        self
+    }
+
+    /// Turns compression off.
+    pub fn no_compression(self) -> Self {
+        self.compress(false)
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<CdnLayer, ConfigError> {
         if self.capacity == 0 {
@@ -256,6 +278,9 @@ impl CdnLayerBuilder {
                     .map(|(s, t)| (*s, t.as_secs()))
                     .collect(),
                 custom_errors: self.custom_errors,
+                compress: self.compress,
+                variant_flights: Arc::new(Flights::default()),
+                metrics: Metrics::default(),
                 epochs: AtomicU64::new(1),
             }),
         })
@@ -301,6 +326,9 @@ pub(crate) struct Shared {
     error_caching_min_ttl: u64,
     error_ttls: Vec<(StatusCode, u64)>,
     pub(crate) custom_errors: Vec<CustomErrorResponse>,
+    pub(crate) compress: bool,
+    pub(crate) variant_flights: Arc<Flights>,
+    pub(crate) metrics: Metrics,
     epochs: AtomicU64,
 }
 

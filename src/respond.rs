@@ -12,12 +12,17 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::CdnBody;
-use crate::entry::Object;
-use crate::fill::FillReader;
+use std::sync::Arc;
+
+use crate::encoding;
+use crate::entry::{Coding, Object, Pick};
+use crate::fill::{Fill, FillReader};
+use crate::key::CacheKey;
 use crate::layer::Shared;
 use crate::rfc::conditional::{self, Precondition};
 use crate::rfc::range::{self, RangeOutcome};
 use crate::status::CacheStatus;
+use crate::variants::make_variant;
 
 /// `Cache-Status` (RFC 9211).
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -188,9 +193,11 @@ pub(crate) enum Served {
     OnError,
 }
 
+/// Answers from a stored object in the representation `rep` (fields and body).
 pub(crate) fn object_response<B>(
     shared: &Shared,
     obj: &Object,
+    rep: (&HeaderMap, &Bytes),
     viewer: ViewerRef<'_>,
     served: Served,
     now: SystemTime,
@@ -212,17 +219,59 @@ pub(crate) fn object_response<B>(
             format!("{name}; fwd=stale; ttl={ttl}; detail=stale-if-error"),
         ),
     };
-    let source = Source::Stored(obj.body.clone());
+    let source = Source::Stored(rep.1.clone());
     respond(
         shared,
         viewer,
         obj.status,
-        &obj.headers,
+        rep.0,
         source,
         obj.age(now),
         outcome,
         cache_status,
     )
+}
+
+/// Answers from a stored object in the coding the viewer accepts best, making that coding
+/// first if the object lacks it.
+pub(crate) async fn serve_object<B>(
+    shared: &Arc<Shared>,
+    key: CacheKey,
+    obj: &Arc<Object>,
+    viewer: ViewerRef<'_>,
+    served: Served,
+) -> Response<CdnBody<B>> {
+    let enc = match obj.pick(viewer.headers) {
+        Pick::Ready(headers, body) => {
+            let now = shared.clock.now();
+            return object_response(shared, obj, (headers, body), viewer, served, now);
+        }
+        Pick::Make(enc) => enc,
+    };
+    let made = make_variant(shared, key, obj, enc).await;
+    let now = shared.clock.now();
+    if let Some(rep) = made.as_deref().and_then(|m| m.representation(enc)) {
+        let obj = made.as_deref().unwrap_or(obj);
+        return object_response(shared, obj, rep, viewer, served, now);
+    }
+    // The coding could not be made: the stored body, if the viewer can read it.
+    let stored_readable = match obj.coding {
+        Coding::Encoded(e) => encoding::choose(viewer.headers, &[e]).is_some(),
+        _ => true,
+    };
+    if stored_readable {
+        object_response(shared, obj, (&obj.headers, &obj.body), viewer, served, now)
+    } else {
+        edge_error(shared, StatusCode::BAD_GATEWAY)
+    }
+}
+
+/// Whether the viewer can read the body a fill streams.
+pub(crate) fn fill_readable(fill: &Fill, request: &HeaderMap) -> bool {
+    match Coding::of(&fill.headers) {
+        Coding::Encoded(e) => encoding::choose(request, &[e]).is_some(),
+        _ => true,
+    }
 }
 
 /// Answers from a fill. A range request waits for the whole body so it can be sliced; if the

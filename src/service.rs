@@ -13,13 +13,14 @@ use tower_service::Service;
 
 use crate::body::CdnBody;
 use crate::collapse::{follow, FlightState, Join};
-use crate::entry::{Object, Slot};
+use crate::entry::{Object, Pick, Slot};
 use crate::fetch::{call_origin, Fetch, Fetched};
 use crate::future::ResponseFuture;
 use crate::key::{host_of, scheme_of, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
-    custom_error, edge_error, fill_response, object_response, pass_response, Fwd, Served, ViewerRef,
+    custom_error, edge_error, fill_readable, fill_response, object_response, pass_response,
+    serve_object, Fwd, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
 use crate::BoxError;
@@ -157,12 +158,41 @@ where
                         method: req.method(),
                         headers: req.headers(),
                     };
-                    let res = object_response(&self.shared, &obj, viewer, served, now);
-                    let res = custom_error(&self.shared, res);
+                    let ready = match obj.pick(req.headers()) {
+                        Pick::Ready(headers, body) => {
+                            let res = object_response(
+                                &self.shared,
+                                &obj,
+                                (headers, body),
+                                viewer,
+                                served,
+                                now,
+                            );
+                            Some(custom_error(&self.shared, res))
+                        }
+                        Pick::Make(_) => None,
+                    };
+                    let future = match ready {
+                        Some(res) => ResponseFuture::ready(res),
+                        // A coding this object lacks yet: made once, then kept with it.
+                        None => {
+                            let shared = self.shared.clone();
+                            let (method, headers) = (req.method().clone(), req.headers().clone());
+                            let obj = obj.clone();
+                            ResponseFuture::origin(async move {
+                                let viewer = ViewerRef {
+                                    method: &method,
+                                    headers: &headers,
+                                };
+                                let res = serve_object(&shared, key, &obj, viewer, served).await;
+                                Ok(custom_error(&shared, res))
+                            })
+                        }
+                    };
                     if served == Served::WhileRevalidating {
-                        self.refresh_in_background(req, primary, key, obj.clone(), cc);
+                        self.refresh_in_background(req, primary, key, obj, cc);
                     }
-                    return ResponseFuture::ready(res);
+                    return future;
                 }
             }
             Some(Slot::Pass { until }) if until > now && !cc.only_if_cached => {
@@ -219,21 +249,21 @@ where
         Join::Leader(guard) => Some(guard),
         Join::Follower(rx) => {
             let state = tokio::time::timeout(shared.collapse_timeout, follow(rx)).await;
-            let now = shared.clock.now();
             match state {
-                Ok(FlightState::Streaming(fill)) => {
+                Ok(FlightState::Streaming(fill)) if fill_readable(&fill, viewer.headers) => {
                     if let Some(reader) = fill.reader() {
                         return fill_response(shared, reader, viewer, fwd, true).await;
                     }
                 }
                 Ok(FlightState::Done(obj)) => {
-                    return object_response(shared, &obj, viewer, Served::Refreshed, now);
+                    return serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
                 }
                 Ok(FlightState::StaleOnError(obj)) => {
-                    return object_response(shared, &obj, viewer, Served::OnError, now);
+                    return serve_object(shared, key, &obj, viewer, Served::OnError).await;
                 }
                 Ok(FlightState::Failed(status)) => return edge_error(shared, status),
-                Ok(FlightState::Pending | FlightState::Abandoned) | Err(_) => {}
+                Ok(FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_))
+                | Err(_) => {}
             }
             None
         }
@@ -260,18 +290,16 @@ where
         Some((obj, budget)) => tokio::select! {
             fetched = &mut rx => fetched,
             _ = tokio::time::sleep(budget) => {
-                let now = shared.clock.now();
-                return object_response(shared, &obj, viewer, Served::OnError, now);
+                return serve_object(shared, key, &obj, viewer, Served::OnError).await;
             }
         },
         None => rx.await,
     };
-    let now = shared.clock.now();
     match fetched {
         Ok(Fetched::Stream(reader, fwd)) => fill_response(shared, reader, viewer, fwd, false).await,
-        Ok(Fetched::Done(obj)) => object_response(shared, &obj, viewer, Served::Refreshed, now),
+        Ok(Fetched::Done(obj)) => serve_object(shared, key, &obj, viewer, Served::Refreshed).await,
         Ok(Fetched::StaleOnError(obj)) => {
-            object_response(shared, &obj, viewer, Served::OnError, now)
+            serve_object(shared, key, &obj, viewer, Served::OnError).await
         }
         Ok(Fetched::Pass(res, fwd)) => pass_response(shared, res, fwd),
         Ok(Fetched::Edge(status)) => edge_error(shared, status),

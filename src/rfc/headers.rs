@@ -41,6 +41,21 @@ pub(crate) enum Vary {
 }
 
 impl Vary {
+    /// The same, without one field name.
+    pub(crate) fn without(self, name: &HeaderName) -> Vary {
+        match self {
+            Vary::Fields(mut names) => {
+                names.retain(|n| n != name);
+                if names.is_empty() {
+                    Vary::None
+                } else {
+                    Vary::Fields(names)
+                }
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn parse(headers: &HeaderMap) -> Vary {
         let mut names: Vec<HeaderName> = Vec::new();
         for line in headers.get_all(VARY) {
