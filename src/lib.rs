@@ -8,6 +8,9 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 /// Boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
