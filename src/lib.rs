@@ -17,6 +17,8 @@ mod layer;
 mod metrics;
 mod respond;
 mod rfc;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 mod status;
 mod store;

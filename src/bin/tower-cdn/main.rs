@@ -1,3 +1,31 @@
-//! The `tower-cdn` edge server (in progress).
+//! The `tower-cdn` edge server: `tower-cdn --origin http://127.0.0.1:9000`,
+//! or with no origin, in front of a built-in demo site.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use tower_cdn::server::{self, Cli};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so that stdout carries only the startup line, for scripts.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.into_config() {
+        Ok(config) => server::run(config).await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tower-cdn: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

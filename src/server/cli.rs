@@ -1,0 +1,117 @@
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use http::Uri;
+
+use super::{
+    config::{parse_duration, parse_origin, ConfigLayer},
+    HostHeader, ServerConfig, ServerError,
+};
+
+/// Command line of the `tower-cdn` binary.
+///
+/// Every setting can also come from the `--config` TOML file under the same
+/// name with `_` for `-` (for example `origin_timeout = "10s"`); flags win.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tower-cdn",
+    version,
+    about = "A CDN edge cache in front of an HTTP origin",
+    long_about = None,
+    after_long_help = "Settings can also come from the --config TOML file, named with _ for - \
+                       (origin_timeout = \"10s\"); flags override the file."
+)]
+pub struct Cli {
+    /// Origin to proxy to, as http://host:port [default: the built-in demo site].
+    #[arg(long, value_name = "URL", value_parser = parse_origin)]
+    pub origin: Option<Uri>,
+
+    /// Address to accept viewers on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// TOML file with settings (origin, listen, max_bytes, ...); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address for the admin router (not built yet: accepted and ignored).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Cache size limit in bytes (accepted; the caching layer does not take it yet).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+
+    /// Which Host header the origin receives [default: viewer].
+    #[arg(long, value_enum, value_name = "WHOSE")]
+    pub host_header: Option<HostHeader>,
+
+    /// Time the origin has to send response headers before viewers get a 504 [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub origin_timeout: Option<Duration>,
+
+    /// Time allowed to open a connection to the origin [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Time a shutdown waits for in-flight requests [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+impl Cli {
+    /// Merges the flags over the `--config` file (if any) over the defaults.
+    pub fn into_config(self) -> Result<ServerConfig, ServerError> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        let flags = ConfigLayer {
+            origin: self.origin,
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            max_bytes: self.max_bytes,
+            host_header: self.host_header,
+            origin_timeout: self.origin_timeout,
+            connect_timeout: self.connect_timeout,
+            drain_timeout: self.drain_timeout,
+        };
+        Ok(flags.or(file).resolve())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tower-cdn",
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--listen",
+            "127.0.0.1:0",
+            "--host-header",
+            "origin",
+            "--origin-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.origin.unwrap(), "http://127.0.0.1:9000");
+        assert_eq!(config.host_header, HostHeader::Origin);
+        assert_eq!(config.origin_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_origin_flag_is_rejected() {
+        assert!(Cli::try_parse_from(["tower-cdn", "--origin", "https://x"]).is_err());
+    }
+}

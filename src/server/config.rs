@@ -1,0 +1,266 @@
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use http::{uri::Scheme, Uri};
+use serde::{Deserialize, Deserializer};
+
+use super::ServerError;
+
+/// Everything [`Server::bind`](super::Server::bind) needs to know.
+///
+/// Start from [`ServerConfig::default`] and change the fields you need; the
+/// binary builds one from its command line and `--config` file.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where the edge accepts viewers (default `127.0.0.1:8080`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The `http://host:port` origin to proxy to; `None` serves the built-in demo site.
+    pub origin: Option<Uri>,
+    /// Which `Host` header the origin receives.
+    pub host_header: HostHeader,
+    /// How long the origin may take to send response headers before the viewer gets a 504.
+    pub origin_timeout: Duration,
+    /// How long opening a TCP connection to the origin may take.
+    pub connect_timeout: Duration,
+    /// How long a graceful shutdown waits for in-flight requests before giving up on them.
+    pub drain_timeout: Duration,
+    /// Cache size limit in bytes; accepted but not applied until the caching layer takes options.
+    pub max_bytes: Option<u64>,
+    /// Address for the admin router; accepted but not served yet.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            origin: None,
+            host_header: HostHeader::Viewer,
+            origin_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            max_bytes: None,
+            admin_listen: None,
+        }
+    }
+}
+
+/// The `Host` header sent to the origin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HostHeader {
+    /// Forward the viewer's `Host`, as CDNs do for origins serving many sites.
+    #[default]
+    Viewer,
+    /// Send the origin's own `host:port`, for origins that only answer to their name;
+    /// the viewer's host then travels in `X-Forwarded-Host`.
+    Origin,
+}
+
+/// Parses and checks an origin URL: `http://` with a host, and no path or query
+/// because the viewer's path and query are what get forwarded.
+pub(crate) fn parse_origin(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|err| format!("`{text}` is not a URL: {err}"))?;
+    check_origin(&uri)?;
+    Ok(uri)
+}
+
+/// The checks of [`parse_origin`], also applied to a [`ServerConfig`] built in code.
+pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
+    match uri.scheme() {
+        Some(scheme) if *scheme == Scheme::HTTP => {}
+        Some(scheme) if *scheme == Scheme::HTTPS => {
+            return Err(format!(
+                "`{uri}`: https origins are not supported yet (the origin client has no TLS)"
+            ))
+        }
+        _ => return Err(format!("`{uri}` must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{uri}` has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{uri}`: an origin is scheme://host:port only, without path or query"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses durations written like `200ms`, `30s`, `1.5s` or `2m`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration like 200ms, 30s or 2m");
+    let text = text.trim();
+    let unit_start = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_start);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(bad()),
+    };
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("`{text}` must be a positive duration")),
+    }
+}
+
+/// One source of settings (command line or file); unset fields fall through
+/// to the next source, then to [`ServerConfig::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ConfigLayer {
+    #[serde(deserialize_with = "de_origin")]
+    pub(crate) origin: Option<Uri>,
+    #[serde(deserialize_with = "de_socket_addr")]
+    pub(crate) listen: Option<SocketAddr>,
+    #[serde(deserialize_with = "de_socket_addr")]
+    pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) host_header: Option<HostHeader>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) origin_timeout: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) connect_timeout: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) drain_timeout: Option<Duration>,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file; its errors quote the offending line and setting.
+    pub(crate) fn from_file(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ServerError::ParseConfig {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())
+    }
+
+    /// Fills every setting missing here from `lower`.
+    pub(crate) fn or(self, lower: Self) -> Self {
+        Self {
+            origin: self.origin.or(lower.origin),
+            listen: self.listen.or(lower.listen),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
+            max_bytes: self.max_bytes.or(lower.max_bytes),
+            host_header: self.host_header.or(lower.host_header),
+            origin_timeout: self.origin_timeout.or(lower.origin_timeout),
+            connect_timeout: self.connect_timeout.or(lower.connect_timeout),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+        }
+    }
+
+    /// The final configuration, with defaults for whatever no source set.
+    pub(crate) fn resolve(self) -> ServerConfig {
+        let default = ServerConfig::default();
+        ServerConfig {
+            listen: self.listen.unwrap_or(default.listen),
+            origin: self.origin,
+            host_header: self.host_header.unwrap_or(default.host_header),
+            origin_timeout: self.origin_timeout.unwrap_or(default.origin_timeout),
+            connect_timeout: self.connect_timeout.unwrap_or(default.connect_timeout),
+            drain_timeout: self.drain_timeout.unwrap_or(default.drain_timeout),
+            max_bytes: self.max_bytes,
+            admin_listen: self.admin_listen,
+        }
+    }
+}
+
+// The file's values go through the same parsers as the flags, and a failure
+// is raised as a serde error so that toml points at the line and key.
+fn de_with<'de, D, T>(
+    de: D,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(de)?;
+    parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_origin<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Uri>, D::Error> {
+    de_with(de, parse_origin)
+}
+
+fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
+    de_with(de, |text| {
+        text.parse()
+            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080"))
+    })
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    de_with(de, parse_duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert!(parse_origin("http://127.0.0.1:9000").is_ok());
+        assert!(parse_origin("http://origin.example/").is_ok());
+        assert!(parse_origin("https://origin.example").is_err());
+        assert!(parse_origin("origin.example:80").is_err());
+        assert!(parse_origin("http://origin.example/app").is_err());
+    }
+
+    #[test]
+    fn file_values_and_precedence() {
+        let file = ConfigLayer::from_toml(
+            "origin = \"http://127.0.0.1:9000\"\nlisten = \"0.0.0.0:80\"\nmax_bytes = 1048576\n",
+        )
+        .unwrap();
+        let flags = ConfigLayer {
+            listen: Some("127.0.0.1:81".parse().unwrap()),
+            ..ConfigLayer::default()
+        };
+        let config = flags.or(file).resolve();
+        assert_eq!(config.listen, "127.0.0.1:81".parse().unwrap());
+        assert_eq!(config.origin.unwrap(), "http://127.0.0.1:9000");
+        assert_eq!(config.max_bytes, Some(1_048_576));
+        assert_eq!(config.origin_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn file_errors_name_line_and_setting() {
+        let err = ConfigLayer::from_toml("listen = \"127.0.0.1:8080\"\norigin = \"ftp://x\"\n")
+            .unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("origin"), "{err}");
+
+        let err = ConfigLayer::from_toml("max_bytes = \"lots\"\n").unwrap_err();
+        assert!(err.contains("line 1") && err.contains("max_bytes"), "{err}");
+
+        let err = ConfigLayer::from_toml("\n\norgin = \"http://x\"\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("orgin"), "{err}");
+    }
+}

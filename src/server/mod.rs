@@ -1,0 +1,280 @@
+//! The `tower-cdn` edge server: a reverse proxy with [`CdnLayer`] in front of an
+//! HTTP origin (or of a built-in demo site), served over HTTP/1 and HTTP/2.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tower_cdn::server::ServerError> {
+//! use tower_cdn::server::{Server, ServerConfig};
+//!
+//! let mut config = ServerConfig::default();
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! config.origin = Some("http://127.0.0.1:9000".parse().unwrap());
+//! let server = Server::bind(config).await?;
+//! println!("edge on {}", server.local_addr());
+//! server.serve(std::future::pending()).await
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod cli;
+mod config;
+mod conn;
+mod demo;
+mod error;
+mod proxy;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use http::Uri;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_layer::Layer;
+use tracing::Level;
+
+use crate::CdnLayer;
+
+pub use cli::Cli;
+pub use config::{HostHeader, ServerConfig};
+pub use conn::PeerAddr;
+pub use error::ServerError;
+
+use conn::serve_connections;
+use demo::DemoSite;
+use proxy::{GatewayErrors, ProxyService};
+
+/// An edge server whose sockets are bound, ready to [`serve`](Server::serve).
+///
+/// Binding first lets callers learn the actual address (for port 0) before any
+/// request can arrive.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    origin: Uri,
+    proxy: ProxyService,
+    cdn: CdnLayer,
+    demo: Option<DemoOrigin>,
+    drain_timeout: Duration,
+}
+
+/// The built-in demo site and the loopback socket it is served on.
+#[derive(Debug)]
+struct DemoOrigin {
+    site: DemoSite,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Checks `config`, binds the edge's socket and, without an origin, starts
+    /// preparing the demo site on a loopback port of its own.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        let (origin, demo) = match &config.origin {
+            Some(origin) => {
+                config::check_origin(origin).map_err(ServerError::InvalidConfig)?;
+                (origin.clone(), None)
+            }
+            None => {
+                let demo = DemoOrigin::bind().await?;
+                (demo.uri()?, Some(demo))
+            }
+        };
+        let cdn = cdn_layer(&config)?;
+        let listener = bind(config.listen).await?;
+        let local_addr = local_addr(&listener, config.listen)?;
+        Ok(Self {
+            listener,
+            local_addr,
+            cdn,
+            proxy: ProxyService::new(&origin, &config),
+            origin,
+            demo,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// The address viewers connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The origin requests are forwarded to (the demo site's loopback URL if built in).
+    pub fn origin(&self) -> &Uri {
+        &self.origin
+    }
+
+    /// Whether the origin is the built-in demo site.
+    pub fn is_demo_origin(&self) -> bool {
+        self.demo.is_some()
+    }
+
+    /// Serves viewers until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish (up to the drain timeout) and returns.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let demo = self.demo.map(DemoOrigin::start);
+        let edge = TraceLayer::new_for_http()
+            .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            // GatewayErrors already logs origin failures with their cause, and turns them into
+            // 502/504 responses below the cache, so stale-if-error can stand in for them.
+            .on_failure(())
+            .layer(self.cdn.layer(GatewayErrors::new(self.proxy)));
+        serve_connections(self.listener, edge, shutdown, self.drain_timeout).await;
+        if let Some(demo) = demo {
+            demo.stop().await;
+        }
+        Ok(())
+    }
+}
+
+impl DemoOrigin {
+    async fn bind() -> Result<Self, ServerError> {
+        let site = DemoSite::create().map_err(ServerError::DemoSite)?;
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        Ok(Self { site, listener })
+    }
+
+    fn uri(&self) -> Result<Uri, ServerError> {
+        let addr = local_addr(&self.listener, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        format!("http://{addr}")
+            .parse()
+            .map_err(|err| ServerError::InvalidConfig(format!("demo origin URL: {err}")))
+    }
+
+    fn start(self) -> RunningDemo {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = self.site.service();
+        let task = tokio::spawn(serve_connections(
+            self.listener,
+            service,
+            async {
+                // A dropped sender means the edge is gone, which is a stop too.
+                let _ = stopped.await;
+            },
+            // The edge has drained already; the demo only has idle pooled connections left.
+            Duration::from_secs(1),
+        ));
+        RunningDemo {
+            _site: self.site,
+            stop,
+            task,
+        }
+    }
+}
+
+/// The demo origin while it serves; the site's files live as long as it does.
+struct RunningDemo {
+    _site: DemoSite,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningDemo {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(err) = self.task.await {
+            tracing::warn!("demo origin task failed: {err}");
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: asked,
+        source,
+    })
+}
+
+/// Binds with `config` and serves until `shutdown` completes (see [`Server::serve`]).
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    Server::bind(config).await?.serve(shutdown).await
+}
+
+/// What the binary does: binds, prints where it listens, serves until SIGINT
+/// or SIGTERM, then drains in-flight requests and returns.
+pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    warn_about_unused_settings(&config);
+    let shutdown = shutdown_signal()?;
+    let server = Server::bind(config).await?;
+    println!("{}", startup_line(&server));
+    server.serve(shutdown).await?;
+    tracing::info!("tower-cdn stopped");
+    Ok(())
+}
+
+fn warn_about_unused_settings(config: &ServerConfig) {
+    if let Some(addr) = config.admin_listen {
+        tracing::warn!("admin router not built yet; admin_listen {addr} is ignored");
+    }
+}
+
+/// The caching layer the configuration asks for. The origin timeout is the proxy's: the
+/// layer's own is set past it, so the proxy's 504 is what a slow origin produces.
+fn cdn_layer(config: &ServerConfig) -> Result<CdnLayer, ServerError> {
+    let mut builder =
+        CdnLayer::builder().origin_timeout(config.origin_timeout + Duration::from_secs(1));
+    if let Some(bytes) = config.max_bytes {
+        builder = builder
+            .capacity(bytes)
+            .max_object_size((bytes / 4).min(16 * 1024 * 1024));
+    }
+    builder
+        .build()
+        .map_err(|err| ServerError::InvalidConfig(err.to_string()))
+}
+
+/// For example `tower-cdn listening on http://127.0.0.1:8080, origin
+/// http://127.0.0.1:40123 (built-in demo)`.
+fn startup_line(server: &Server) -> String {
+    let origin = server.origin();
+    let scheme = origin.scheme_str().unwrap_or("http");
+    let authority = origin
+        .authority()
+        .map_or("", |authority| authority.as_str());
+    let demo = if server.is_demo_origin() {
+        " (built-in demo)"
+    } else {
+        ""
+    };
+    format!(
+        "tower-cdn listening on http://{}, origin {scheme}://{authority}{demo}",
+        server.local_addr()
+    )
+}
+
+/// A future that completes on the first SIGINT or SIGTERM (Ctrl-C elsewhere).
+///
+/// The handlers are installed by this call, not on first poll, so a signal
+/// arriving while the server starts is not lost. Needs a Tokio runtime.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, ServerError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+        Ok(async move {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!("{name} received; finishing in-flight requests");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received; finishing in-flight requests");
+        })
+    }
+}

@@ -1,0 +1,456 @@
+//! Forwarding viewer requests to the origin, and turning origin failures into
+//! 502/504 answers.
+
+use std::{
+    convert::Infallible,
+    error::Error as _,
+    fmt, io,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{
+    header::{self, HeaderName},
+    uri::{Authority, PathAndQuery, Scheme},
+    HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version,
+};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{self, connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioTimer},
+};
+use tower_service::Service;
+
+use super::{HostHeader, PeerAddr, ServerConfig};
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The name this edge gives itself in `Via`.
+const VIA_PSEUDONYM: &str = "tower-cdn";
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1),
+/// so a proxy must not pass them on.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Where requests go: the origin's scheme and authority.
+#[derive(Debug)]
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+}
+
+/// Sends each viewer request to the origin with proxy headers fixed up.
+#[derive(Clone, Debug)]
+pub(crate) struct ProxyService {
+    client: Client<HttpConnector, Incoming>,
+    origin: Arc<Origin>,
+    host_header: HostHeader,
+    timeout: Duration,
+}
+
+impl ProxyService {
+    /// A proxy to `origin`, which must have passed `check_origin`.
+    pub(crate) fn new(origin: &Uri, config: &ServerConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            // Without a timer the pool would never expire idle origin connections.
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let authority = origin
+            .authority()
+            .cloned()
+            .expect("check_origin guarantees a host");
+        let host = HeaderValue::from_str(authority.as_str())
+            .expect("an authority is a valid header value");
+        Self {
+            client,
+            origin: Arc::new(Origin {
+                scheme: origin.scheme().cloned().unwrap_or(Scheme::HTTP),
+                authority,
+                host,
+            }),
+            host_header: config.host_header,
+            timeout: config.origin_timeout,
+        }
+    }
+
+    /// Rewrites a viewer request into the request the origin receives.
+    fn to_origin_request<B>(&self, request: Request<B>) -> Request<B> {
+        let (mut parts, body) = request.into_parts();
+        let received = parts.version;
+        let viewer_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| authority_header(&parts.uri));
+        let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
+
+        parts.uri = self.origin_uri(&parts.uri);
+        // The origin is spoken to over HTTP/1.1 whatever the viewer used.
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        self.set_host(&mut parts.headers, viewer_host);
+        add_forwarding_headers(&mut parts.headers, peer);
+        append_via(&mut parts.headers, received);
+        Request::from_parts(parts, body)
+    }
+
+    /// The origin's scheme and authority with the viewer's path and query.
+    fn origin_uri(&self, viewer_uri: &Uri) -> Uri {
+        let path_and_query = viewer_uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(self.origin.scheme.clone())
+            .authority(self.origin.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .expect("a checked origin plus a parsed path is a valid URI")
+    }
+
+    fn set_host(&self, headers: &mut HeaderMap, viewer_host: Option<HeaderValue>) {
+        match (self.host_header, viewer_host) {
+            (HostHeader::Viewer, Some(host)) => {
+                headers.insert(header::HOST, host);
+            }
+            (HostHeader::Origin, viewer_host) => {
+                headers.insert(header::HOST, self.origin.host.clone());
+                if let Some(host) = viewer_host {
+                    headers.insert(X_FORWARDED_HOST, host);
+                }
+            }
+            // No viewer host at all (HTTP/1.0): the client fills in the origin's.
+            (HostHeader::Viewer, None) => {}
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for ProxyService {
+    type Response = Response<Incoming>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<Response<Incoming>, ProxyError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        // The pooled client queues requests itself, so there is no back-pressure to report.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let sent = self.client.request(self.to_origin_request(request));
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let response = tokio::time::timeout(timeout, sent)
+                .await
+                .map_err(|_| ProxyError::Timeout(timeout))?
+                .map_err(ProxyError::from_client)?;
+            Ok(to_viewer_response(response))
+        })
+    }
+}
+
+/// Strips the origin's hop-by-hop fields and records this hop in `Via`.
+fn to_viewer_response<B>(mut response: Response<B>) -> Response<B> {
+    let received = response.version();
+    strip_hop_by_hop(response.headers_mut());
+    append_via(response.headers_mut(), received);
+    response
+}
+
+/// The viewer's URI authority as a `Host` value (HTTP/2 viewers send no `Host`).
+fn authority_header(uri: &Uri) -> Option<HeaderValue> {
+    uri.authority()
+        .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+}
+
+/// Removes hop-by-hop fields, including those that `Connection` names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+fn add_forwarding_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
+    if let Some(ip) = peer {
+        append_to_list(headers, X_FORWARDED_FOR, &ip.to_string());
+    }
+    // Set, not appended: the edge terminates the viewer's connection, so it is
+    // the only party that knows the scheme, and a viewer could forge one.
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+/// Appends `<protocol> tower-cdn`, the protocol being the one the message arrived with.
+fn append_via(headers: &mut HeaderMap, received: Version) {
+    let protocol = match received {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    append_to_list(headers, header::VIA, &format!("{protocol} {VIA_PSEUDONYM}"));
+}
+
+/// Joins every existing value of a list field and `item` into one field,
+/// keeping non-UTF-8 values byte for byte.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut joined = Vec::new();
+    for value in headers.get_all(&name) {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(item.as_bytes());
+    // Valid values joined by ", " with a plain-ASCII item stay valid, so this always succeeds.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name, value);
+    }
+}
+
+/// Why the origin gave no response.
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    /// No response headers within the origin timeout.
+    Timeout(Duration),
+    /// The TCP connection to the origin could not be opened in time.
+    ConnectTimeout(legacy::Error),
+    /// The origin refused the connection or could not be resolved.
+    Connect(legacy::Error),
+    /// The connection broke or the origin sent something that is not HTTP.
+    Upstream(legacy::Error),
+}
+
+impl ProxyError {
+    fn from_client(err: legacy::Error) -> Self {
+        if !err.is_connect() {
+            Self::Upstream(err)
+        } else if is_timed_out(&err) {
+            Self::ConnectTimeout(err)
+        } else {
+            Self::Connect(err)
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Timeout(_) | Self::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The short text viewers see; details stay in the log.
+    fn viewer_message(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "504 Gateway Timeout: the origin did not answer in time\n",
+            Self::ConnectTimeout(_) => {
+                "504 Gateway Timeout: could not connect to the origin in time\n"
+            }
+            Self::Connect(_) => "502 Bad Gateway: could not connect to the origin\n",
+            Self::Upstream(_) => "502 Bad Gateway: the origin sent no valid response\n",
+        }
+    }
+
+    /// Logs the failure and keeps what the viewer will be told.
+    fn into_failure(self) -> GatewayFailure {
+        let failure = GatewayFailure {
+            status: self.status(),
+            message: self.viewer_message(),
+        };
+        tracing::warn!(
+            status = failure.status.as_u16(),
+            "origin request failed: {self}"
+        );
+        failure
+    }
+}
+
+/// The answer a viewer gets instead of the origin's.
+#[derive(Clone, Copy, Debug)]
+struct GatewayFailure {
+    status: StatusCode,
+    message: &'static str,
+}
+
+impl GatewayFailure {
+    fn into_response<B>(self) -> Response<Either<B, Full<Bytes>>> {
+        let mut response = Response::new(Either::Right(Full::from(self.message)));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        // A transient origin failure must not be kept by any cache on the way.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// Whether an I/O timeout is somewhere in the error's source chain.
+fn is_timed_out(err: &legacy::Error) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(after) => write!(f, "origin sent no response within {after:?}"),
+            Self::ConnectTimeout(err) | Self::Connect(err) | Self::Upstream(err) => {
+                write!(f, "{err}")?;
+                let mut source = err.source();
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Answers [`ProxyError`]s with 502/504 responses, so the service handed to
+/// hyper cannot fail (hyper would just drop the connection).
+#[derive(Debug)]
+pub(crate) struct GatewayErrors<S> {
+    inner: S,
+    /// A readiness failure, kept to answer the next request with.
+    not_ready: Option<GatewayFailure>,
+}
+
+impl<S> GatewayErrors<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+// By hand: a clone must not inherit a readiness failure meant for one request.
+impl<S: Clone> Clone for GatewayErrors<S> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone())
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for GatewayErrors<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>, Error = ProxyError>,
+    S::Future: Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<Either<ResB, Full<Bytes>>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
+            self.not_ready = Some(err.into_failure());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        if let Some(failure) = self.not_ready.take() {
+            return Box::pin(std::future::ready(Ok(failure.into_response())));
+        }
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            Ok(match answer.await {
+                Ok(response) => response.map(Either::Left),
+                Err(err) => err.into_failure().into_response(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_connection_options_go() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Custom-Hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic abc"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map, headers(&[("accept", "*/*")]));
+    }
+
+    #[test]
+    fn list_fields_are_appended_to() {
+        let mut map = headers(&[("x-forwarded-for", "203.0.113.7"), ("via", "1.0 corp")]);
+        add_forwarding_headers(&mut map, Some(IpAddr::from([127, 0, 0, 1])));
+        append_via(&mut map, Version::HTTP_11);
+        assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(map["via"], "1.0 corp, 1.1 tower-cdn");
+        assert_eq!(map["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn origin_uri_keeps_path_and_query() {
+        let config = ServerConfig::default();
+        let origin: Uri = "http://127.0.0.1:9000".parse().unwrap();
+        let proxy = ProxyService::new(&origin, &config);
+        let uri = proxy.origin_uri(&"/a/b?c=d".parse().unwrap());
+        assert_eq!(uri, "http://127.0.0.1:9000/a/b?c=d");
+    }
+}

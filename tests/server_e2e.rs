@@ -1,0 +1,458 @@
+//! The edge server over real loopback sockets: a counting origin, the edge in
+//! front of it, and a plain hyper client as the viewer.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, Method},
+    response::IntoResponse,
+    routing::{any, get},
+    Router,
+};
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use tokio::{net::TcpListener, sync::oneshot, sync::Notify, task::JoinHandle};
+use tower_cdn::server::{HostHeader, Server, ServerConfig, ServerError};
+
+/// Upper bound for any one test, so that a hang fails instead of blocking CI.
+const TEST_DEADLINE: Duration = Duration::from_secs(20);
+
+async fn within<F: Future>(test: F) -> F::Output {
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test exceeded its deadline")
+}
+
+/// One request as the origin received it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Shared state of the test origin.
+#[derive(Default)]
+struct Origin {
+    hits: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+    /// Signalled when `/slow` has a request in hand.
+    arrived: Notify,
+    /// Lets `/slow` answer.
+    release: Notify,
+}
+
+impl Origin {
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("origin saw no request")
+    }
+}
+
+async fn record(
+    State(origin): State<Arc<Origin>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    origin.hits.fetch_add(1, Ordering::SeqCst);
+    origin.seen.lock().unwrap().push(Seen {
+        method,
+        headers,
+        body,
+    });
+    (
+        [
+            ("cache-control", "public, max-age=60"),
+            // Hop-by-hop fields the edge must not pass on to viewers.
+            ("connection", "x-origin-hop"),
+            ("x-origin-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authenticate", "Basic realm=\"origin\""),
+        ],
+        "hello from origin",
+    )
+}
+
+async fn slow(State(origin): State<Arc<Origin>>) -> &'static str {
+    origin.arrived.notify_one();
+    origin.release.notified().await;
+    "slow done"
+}
+
+/// Starts the test origin on a free loopback port.
+async fn start_origin() -> (SocketAddr, Arc<Origin>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origin = Arc::new(Origin::default());
+    let app = Router::new()
+        .route("/echo", any(record))
+        .route("/slow", get(slow))
+        .route("/hang", get(std::future::pending::<()>))
+        .with_state(origin.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, origin)
+}
+
+fn edge_config(origin: Option<SocketAddr>) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.origin = origin.map(|addr| format!("http://{addr}").parse().unwrap());
+    config
+}
+
+/// A running edge and the means to stop it.
+struct Edge {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+async fn start_edge(config: ServerConfig) -> Edge {
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    Edge { addr, stop, task }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn request(method: Method, edge: SocketAddr, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{edge}{path}"))
+}
+
+/// Sends a request through a fresh client and reads the whole response.
+async fn send(request: Request<Full<Bytes>>) -> Response<Bytes> {
+    let response = client().request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+async fn fetch(edge: SocketAddr, path: &str) -> Response<Bytes> {
+    send(
+        request(Method::GET, edge, path)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|value| value.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn get_is_proxied_with_forwarding_headers() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+
+        let response = send(
+            request(Method::GET, edge.addr, "/echo?lang=en")
+                .header(header::HOST, "www.example.test")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body(), "hello from origin");
+        assert_eq!(header_str(response.headers(), "via"), Some("1.1 tower-cdn"));
+        let seen = origin.last();
+        assert_eq!(seen.method, Method::GET);
+        assert_eq!(header_str(&seen.headers, "via"), Some("1.1 tower-cdn"));
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-for"),
+            Some("127.0.0.1")
+        );
+        assert_eq!(header_str(&seen.headers, "x-forwarded-proto"), Some("http"));
+        assert_eq!(header_str(&seen.headers, "host"), Some("www.example.test"));
+        assert_eq!(origin.hits(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_extend_what_the_viewer_sent() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+
+        let response = send(
+            request(Method::GET, edge.addr, "/echo")
+                .header("x-forwarded-for", "203.0.113.7")
+                .header("via", "1.1 corporate-proxy")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = origin.last();
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-for"),
+            Some("203.0.113.7, 127.0.0.1")
+        );
+        assert_eq!(
+            header_str(&seen.headers, "via"),
+            Some("1.1 corporate-proxy, 1.1 tower-cdn")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn origin_host_mode_sends_the_origin_authority() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.host_header = HostHeader::Origin;
+        let edge = start_edge(config).await;
+
+        send(
+            request(Method::GET, edge.addr, "/echo")
+                .header(header::HOST, "www.example.test")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+
+        let seen = origin.last();
+        let origin_authority = origin_addr.to_string();
+        assert_eq!(header_str(&seen.headers, "host"), Some(&*origin_authority));
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-host"),
+            Some("www.example.test")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+
+        let response = send(
+            request(Method::GET, edge.addr, "/echo")
+                .header(header::CONNECTION, "keep-alive, x-viewer-hop")
+                .header("x-viewer-hop", "1")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-connection", "keep-alive")
+                .header(header::PROXY_AUTHORIZATION, "Basic dmlld2VyOnNlY3JldA==")
+                .header(header::TE, "trailers")
+                .header("x-end-to-end", "kept")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+
+        let seen = origin.last();
+        for name in [
+            "connection",
+            "x-viewer-hop",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+            "te",
+            "transfer-encoding",
+        ] {
+            assert!(!seen.headers.contains_key(name), "origin received {name}");
+        }
+        assert_eq!(header_str(&seen.headers, "x-end-to-end"), Some("kept"));
+
+        for name in ["x-origin-hop", "keep-alive", "proxy-authenticate"] {
+            assert!(
+                !response.headers().contains_key(name),
+                "viewer received {name}"
+            );
+        }
+        assert_eq!(
+            header_str(response.headers(), "cache-control"),
+            Some("public, max-age=60")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_bodies_and_all_methods_reach_the_origin() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+        // Larger than any single read, so the body has to be streamed through.
+        let payload = Bytes::from(vec![b'x'; 256 * 1024]);
+
+        let response = send(
+            request(Method::POST, edge.addr, "/echo")
+                .body(Full::new(payload.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = origin.last();
+        assert_eq!(seen.method, Method::POST);
+        assert_eq!(seen.body, payload);
+
+        for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
+            let body = Full::from(format!("{method} body"));
+            let response = send(
+                request(method.clone(), edge.addr, "/echo")
+                    .body(body)
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::OK, "{method}");
+            let seen = origin.last();
+            assert_eq!(seen.method, method);
+            assert_eq!(seen.body, format!("{method} body"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_origin_gives_502() {
+    within(async {
+        // A port that was just free and now has no listener: connections are refused.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let edge = start_edge(edge_config(Some(closed_addr))).await;
+
+        let response = fetch(edge.addr, "/anything").await;
+
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.body().starts_with(b"502 Bad Gateway"));
+        assert_eq!(
+            header_str(response.headers(), "cache-control"),
+            Some("no-store")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slow_origin_gives_504_after_the_timeout() {
+    within(async {
+        let (origin_addr, _origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.origin_timeout = Duration::from_millis(200);
+        let edge = start_edge(config).await;
+
+        let response = fetch(edge.addr, "/hang").await;
+
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(response.body().starts_with(b"504 Gateway Timeout"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+        let in_flight = tokio::spawn(fetch(edge.addr, "/slow"));
+        origin.arrived.notified().await;
+
+        edge.stop.send(()).unwrap();
+        // A refused connection means the server has closed its listener and is draining.
+        while tokio::net::TcpStream::connect(edge.addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !edge.task.is_finished(),
+            "server stopped with a request in flight"
+        );
+        origin.release.notify_one();
+
+        let response = in_flight.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body(), "slow done");
+        edge.task.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn demo_origin_serves_index_with_validators() {
+    within(async {
+        let edge = start_edge(edge_config(None)).await;
+
+        let page = fetch(edge.addr, "/").await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(String::from_utf8_lossy(page.body()).contains("tower-cdn demo origin"));
+        assert_eq!(
+            header_str(page.headers(), "cache-control"),
+            Some("public, max-age=60")
+        );
+        assert!(page.headers().contains_key(header::ETAG));
+        assert!(page.headers().contains_key(header::LAST_MODIFIED));
+
+        let css = fetch(edge.addr, "/style.css").await;
+        assert_eq!(
+            header_str(css.headers(), "cache-control"),
+            Some("public, max-age=86400")
+        );
+        let big = fetch(edge.addr, "/big.txt").await;
+        assert_eq!(big.body().len(), 64 * 1024);
+
+        edge.stop.send(()).unwrap();
+        edge.task.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn miss_then_hit_over_sockets() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+
+        let first = fetch(edge.addr, "/echo").await;
+        let second = fetch(edge.addr, "/echo").await;
+
+        assert_eq!(
+            header_str(first.headers(), "x-cache"),
+            Some("Miss from tower-cdn")
+        );
+        assert_eq!(
+            header_str(second.headers(), "x-cache"),
+            Some("Hit from tower-cdn")
+        );
+        assert_eq!(second.body(), "hello from origin");
+        assert_eq!(origin.hits(), 1);
+    })
+    .await;
+}
