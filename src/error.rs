@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::behavior::BehaviorError;
+
 /// Invalid configuration, reported by [`CdnLayerBuilder::build`](crate::CdnLayerBuilder::build).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -29,6 +31,16 @@ pub enum ConfigError {
     HeuristicFraction(String),
     /// The cache name is not usable in a header value.
     CacheName(String),
+    /// A behavior's settings are invalid.
+    Behavior(BehaviorError),
+    /// The default root object is not a relative path (e.g. `index.html`).
+    DefaultRootObject(String),
+}
+
+impl From<BehaviorError> for ConfigError {
+    fn from(e: BehaviorError) -> Self {
+        ConfigError::Behavior(e)
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -55,8 +67,19 @@ impl fmt::Display for ConfigError {
             ConfigError::CacheName(v) => {
                 write!(f, "cache name must be a visible ASCII token (got {v:?})")
             }
+            ConfigError::Behavior(e) => write!(f, "invalid behavior: {e}"),
+            ConfigError::DefaultRootObject(v) => {
+                write!(f, "default root object must be a relative path like index.html (got {v:?})")
+            }
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Behavior(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
+use crate::behavior::Route;
 use crate::collapse::{FlightGuard, FlightState};
 use crate::encoding::{is_compressible, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
 use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
@@ -29,6 +30,7 @@ use crate::rfc::freshness::{
     corrected_initial_age, explicit_freshness, freshness_lifetime, storable,
 };
 use crate::rfc::headers::{comma_list, remove_hop_by_hop, Vary};
+use crate::rfc::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 use crate::status::NoStoreReason;
 use crate::variants::variant_headers;
 use crate::BoxError;
@@ -60,12 +62,14 @@ where
 /// not cancel it: followers are still served, and the object is still stored.
 pub(crate) struct Fetch {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) route: Arc<Route>,
     pub(crate) primary: CacheKey,
     pub(crate) key: CacheKey,
     pub(crate) stale: Option<Arc<Object>>,
     pub(crate) guard: Option<FlightGuard>,
     pub(crate) fwd: Fwd,
     pub(crate) request_cc: CacheControl,
+    pub(crate) method: Method,
 }
 
 /// What a storable response will be stored as.
@@ -77,6 +81,68 @@ pub(crate) struct Plan {
     rules: ReuseRules,
     coding: Coding,
     compressible: bool,
+}
+
+/// `CDN-Cache-Control` (RFC 9213), else `Surrogate-Control`: when present with a valid
+/// value, the edge's caching follows it and ignores `Cache-Control` and `Expires` (RFC 9213
+/// §2.2); both are kept from viewers. Returns the directives, and, when a targeted field
+/// is used, the fields to read freshness from (without `Expires`).
+pub(crate) fn edge_cache_control(headers: &HeaderMap) -> (CacheControl, Option<HeaderMap>) {
+    for name in [&CDN_CACHE_CONTROL, &SURROGATE_CONTROL] {
+        if let Some(cc) = CacheControl::parse_field(headers, name) {
+            let mut fields = headers.clone();
+            fields.remove(http::header::EXPIRES);
+            return (cc, Some(fields));
+        }
+    }
+    (CacheControl::parse(headers), None)
+}
+
+/// Applies a behavior's origin request policy and hook to a request about to leave.
+pub(crate) fn origin_request(route: &Route, parts: &mut http::request::Parts) {
+    let behavior = &route.behavior;
+    if behavior.origin_request.key_only_enabled() {
+        let policy = &behavior.key_policy;
+        let query = policy.normalized_query(parts.uri.query()).into_owned();
+        let path = parts.uri.path().to_owned();
+        let pq = if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        };
+        let mut uri = parts.uri.clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            uri.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(uri) {
+                parts.uri = uri;
+            }
+        }
+        let cookies: Vec<String> = policy
+            .key_cookies(&parts.headers)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        parts.headers.remove(http::header::COOKIE);
+        if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
+            if !cookies.is_empty() {
+                parts.headers.insert(http::header::COOKIE, v);
+            }
+        }
+    }
+    if let Some(hook) = &behavior.hooks.origin_request {
+        hook(parts);
+    }
+}
+
+/// Applies a behavior's origin-response hook.
+pub(crate) fn origin_response<B>(route: &Route, res: Response<B>) -> Response<B> {
+    match &route.behavior.hooks.origin_response {
+        Some(hook) => {
+            let (mut parts, body) = res.into_parts();
+            hook(&mut parts);
+            Response::from_parts(parts, body)
+        }
+        None => res,
+    }
 }
 
 /// The `Vary` that keys stored variants. `Accept-Encoding` is left out when the edge
@@ -136,6 +202,7 @@ impl Fetch {
         ] {
             parts.headers.remove(name);
         }
+        origin_request(&self.route, &mut parts);
         if let Some(stale) = &self.stale {
             // RFC 9111 §4.3.1
             if let Some(etag) = stale.etag() {
@@ -160,6 +227,7 @@ impl Fetch {
             }
         };
         let response_time = self.shared.clock.now();
+        let res = origin_response(&self.route, res);
 
         // RFC 5861 §4: a server error may be answered with a stale object.
         if matches!(res.status().as_u16(), 500 | 502 | 503 | 504) {
@@ -272,6 +340,11 @@ impl Fetch {
         }
     }
 
+    /// The method whose response is being stored (GET, or OPTIONS where cached).
+    fn route_method(&self) -> Method {
+        self.method.clone()
+    }
+
     fn publish(&self, state: FlightState) {
         if let Some(guard) = &self.guard {
             guard.publish(state);
@@ -311,18 +384,20 @@ impl Fetch {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Result<Plan, NoStoreReason> {
-        let cc = CacheControl::parse(res.headers());
-        let rules = &self.shared.rules;
+        let method = self.route_method();
+        let (cc, edge_headers) = edge_cache_control(res.headers());
+        let freshness_headers = edge_headers.as_ref().unwrap_or(res.headers());
+        let rules = &self.route.rules;
         let status = res.status();
         let error_ttl = self.shared.error_ttl(status);
         let request_cc = &self.request_cc;
         match storable(
-            &Method::GET,
+            &method,
             request_cc,
             request_headers,
             status,
             &cc,
-            res.headers(),
+            freshness_headers,
             rules,
         ) {
             Err(NoStoreReason::NoFreshness) if error_ttl.is_some() => {}
@@ -331,10 +406,10 @@ impl Fetch {
         // Errors are kept for the origin's explicit freshness, else for the error-caching TTL
         // of their status (CloudFront's rule); never for a default TTL or a heuristic.
         let freshness_lifetime =
-            if status.as_u16() >= 400 && !explicit_freshness(&cc, res.headers()) {
+            if status.as_u16() >= 400 && !explicit_freshness(&cc, freshness_headers) {
                 error_ttl
             } else {
-                freshness_lifetime(status, &cc, res.headers(), rules)
+                freshness_lifetime(status, &cc, freshness_headers, rules)
             }
             .ok_or(NoStoreReason::NoFreshness)?;
         let coding = Coding::of(res.headers());
@@ -358,7 +433,7 @@ impl Fetch {
         }
         // CloudFront's rules: only these statuses, never `no-transform` (RFC 9110 §7.7), only
         // compressible media types; the size is checked when the body is complete.
-        let compressible = self.shared.compress
+        let compressible = self.route.compress
             && coding != Coding::Opaque
             && !cc.no_transform
             && matches!(status.as_u16(), 200 | 403 | 404)
@@ -389,10 +464,11 @@ impl Fetch {
     ) -> Arc<Object> {
         let mut headers = stale.headers.clone();
         conditional::merge_not_modified(&mut headers, not_modified);
-        let cc = CacheControl::parse(&headers);
-        let rules = &self.shared.rules;
+        let (cc, edge_headers) = edge_cache_control(&headers);
+        let rules = &self.route.rules;
+        let freshness_headers = edge_headers.as_ref().unwrap_or(&headers);
         let freshness_lifetime =
-            freshness_lifetime(stale.status, &cc, &headers, rules).unwrap_or(0);
+            freshness_lifetime(stale.status, &cc, freshness_headers, rules).unwrap_or(0);
         // Codings already made stay valid: only their fields follow the new ones.
         let variants: Vec<Variant> = stale
             .variants

@@ -4,6 +4,7 @@ use http::header::{HeaderMap, HeaderName, HOST};
 use http::{Request, Uri};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::behavior::KeyPolicy;
 use crate::rfc::headers::comma_list;
 
 /// Identifies one stored object. A hash, so building it allocates nothing; 128 bits make a
@@ -13,19 +14,60 @@ pub(crate) struct CacheKey(pub(crate) u128);
 
 impl CacheKey {
     /// The primary key of a request: scheme, host, path and full query (RFC 9111 §2).
+    #[cfg(test)]
     pub(crate) fn for_request<B>(req: &Request<B>) -> CacheKey {
         let uri = req.uri();
         let host = host_of(uri, req.headers());
         Self::for_parts(scheme_of(uri), host, uri.path(), uri.query())
     }
 
+    /// The primary key of a request under a behavior's key policy: scheme, host (unless
+    /// left out), path, the policy's query, and the allow-listed headers and cookies. An
+    /// `OPTIONS` response is a different object from the `GET` one.
+    pub(crate) fn for_request_with<B>(
+        req: &Request<B>,
+        policy: &KeyPolicy,
+        https: bool,
+    ) -> CacheKey {
+        let (uri, headers) = (req.uri(), req.headers());
+        let host = if policy.includes_host() {
+            host_of(uri, headers)
+        } else {
+            b""
+        };
+        let query = policy.normalized_query(uri.query());
+        let scheme = if https { "https" } else { "http" };
+        let mut h = Self::hasher(scheme, host, uri.path(), Some(&query));
+        for (name, value) in policy.key_headers(headers) {
+            h.update(b"\0h");
+            h.update(name.as_str().as_bytes());
+            h.update(b"=");
+            h.update(value.as_bytes());
+        }
+        for (name, value) in policy.key_cookies(headers) {
+            h.update(b"\0c");
+            h.update(name.as_bytes());
+            h.update(b"=");
+            h.update(value.as_bytes());
+        }
+        if req.method() == http::Method::OPTIONS {
+            h.update(b"\0OPTIONS");
+        }
+        CacheKey(h.digest128())
+    }
+
     /// The primary key for an explicit URL's parts.
+    #[cfg(test)]
     pub(crate) fn for_parts(
         scheme: &str,
         host: &[u8],
         path: &str,
         query: Option<&str>,
     ) -> CacheKey {
+        CacheKey(Self::hasher(scheme, host, path, query).digest128())
+    }
+
+    fn hasher(scheme: &str, host: &[u8], path: &str, query: Option<&str>) -> Xxh3 {
         let mut h = Xxh3::new();
         h.update(scheme.as_bytes());
         h.update(b"\0");
@@ -43,7 +85,7 @@ impl CacheKey {
             h.update(b"?");
             h.update(q.as_bytes());
         }
-        CacheKey(h.digest128())
+        h
     }
 
     /// The key of one variant: this key, the epoch of its `Vary` record, and the request's
@@ -77,6 +119,7 @@ impl CacheKey {
 }
 
 /// The request's scheme: from the URI when absolute, else `http`.
+#[cfg(test)]
 pub(crate) fn scheme_of(uri: &Uri) -> &str {
     uri.scheme_str().unwrap_or("http")
 }

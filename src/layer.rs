@@ -7,12 +7,12 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tower_layer::Layer;
 
+use crate::behavior::{Behavior, PathPattern, Route};
 use crate::clock::{Clock, SystemClock};
 use crate::collapse::Flights;
 use crate::config::{CachePolicy, CustomErrorResponse};
 use crate::error::ConfigError;
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::rfc::freshness::TtlRules;
 use crate::service::CdnService;
 use crate::status::CacheStatus;
 use crate::store::MemoryStore;
@@ -85,7 +85,10 @@ impl<S> Layer<S> for CdnLayer {
 pub struct CdnLayerBuilder {
     capacity: u64,
     max_object_size: u64,
-    policy: CachePolicy,
+    default_behavior: Behavior,
+    behaviors: Vec<(String, Behavior)>,
+    trust_forwarded: bool,
+    default_root_object: Option<String>,
     cache_name: String,
     clock: Arc<dyn Clock>,
     collapse_timeout: Duration,
@@ -104,7 +107,10 @@ impl Default for CdnLayerBuilder {
         Self {
             capacity: DEFAULT_CAPACITY,
             max_object_size: DEFAULT_MAX_OBJECT,
-            policy: CachePolicy::rfc(),
+            default_behavior: Behavior::new(),
+            behaviors: Vec::new(),
+            trust_forwarded: false,
+            default_root_object: None,
             cache_name: "tower-cdn".to_owned(),
             clock: Arc::new(SystemClock),
             collapse_timeout: Duration::from_secs(10),
@@ -133,9 +139,36 @@ impl CdnLayerBuilder {
         self
     }
 
-    /// The cache policy (TTL clamps).
+    /// The default behavior's cache policy (TTL clamps).
     pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
-        self.policy = policy;
+        self.default_behavior.cache_policy = policy;
+        self
+    }
+
+    /// Adds a behavior for paths matching `pattern` (CloudFront syntax: `*` any sequence,
+    /// `?` one character, case-sensitive). Behaviors are tried in the order added; the
+    /// first match wins, and paths matching none get the default behavior.
+    pub fn behavior(mut self, pattern: impl Into<String>, behavior: Behavior) -> Self {
+        self.behaviors.push((pattern.into(), behavior));
+        self
+    }
+
+    /// The behavior for paths no pattern matches.
+    pub fn default_behavior(mut self, behavior: Behavior) -> Self {
+        self.default_behavior = behavior;
+        self
+    }
+
+    /// Trust `X-Forwarded-Proto` / `Forwarded: proto=` for the viewer's scheme (only when a
+    /// proxy in front of the edge terminates TLS and overwrites them; default off).
+    pub fn trust_forwarded_proto(mut self, trust: bool) -> Self {
+        self.trust_forwarded = trust;
+        self
+    }
+
+    /// The object served for `/`, like CloudFront's default root object (e.g. `index.html`).
+    pub fn default_root_object(mut self, object: impl Into<String>) -> Self {
+        self.default_root_object = Some(object.into());
         self
     }
 
@@ -241,7 +274,18 @@ impl CdnLayerBuilder {
                 capacity: self.capacity,
             });
         }
-        self.policy.validate()?;
+        let mut routes = Vec::with_capacity(self.behaviors.len() + 1);
+        for (pattern, behavior) in self.behaviors {
+            let pattern = PathPattern::new(&pattern)?;
+            routes.push(Arc::new(route(Some(pattern), behavior, self.compress)?));
+        }
+        routes.push(Arc::new(route(None, self.default_behavior, self.compress)?));
+        if let Some(object) = &self.default_root_object {
+            if object.is_empty() || object.starts_with('/') || object.parse::<http::Uri>().is_err()
+            {
+                return Err(ConfigError::DefaultRootObject(object.clone()));
+            }
+        }
         let x_cache = |status: CacheStatus| {
             HeaderValue::try_from(format!("{} from {}", status.as_str(), self.cache_name))
                 .map_err(|_| ConfigError::CacheName(self.cache_name.clone()))
@@ -254,12 +298,15 @@ impl CdnLayerBuilder {
             refresh_hit: x_cache(CacheStatus::RefreshHit)?,
             miss: x_cache(CacheStatus::Miss)?,
             error: x_cache(CacheStatus::Error)?,
+            redirect: x_cache(CacheStatus::Redirect)?,
+            generated: x_cache(CacheStatus::Generated)?,
         };
         let store = MemoryStore::new(self.capacity, self.max_object_size);
         Ok(CdnLayer {
             shared: Arc::new(Shared {
-                enabled: self.policy.is_enabled(),
-                rules: self.policy.rules(),
+                routes,
+                trust_forwarded: self.trust_forwarded,
+                default_root_object: self.default_root_object.map(|o| format!("/{o}")),
                 max_object_size: self.max_object_size.min(store.max_object()),
                 store,
                 flights: Arc::new(Flights::default()),
@@ -278,7 +325,6 @@ impl CdnLayerBuilder {
                     .map(|(s, t)| (*s, t.as_secs()))
                     .collect(),
                 custom_errors: self.custom_errors,
-                compress: self.compress,
                 variant_flights: Arc::new(Flights::default()),
                 metrics: Metrics::default(),
                 epochs: AtomicU64::new(1),
@@ -294,6 +340,8 @@ pub(crate) struct XCache {
     pub(crate) refresh_hit: HeaderValue,
     pub(crate) miss: HeaderValue,
     pub(crate) error: HeaderValue,
+    pub(crate) redirect: HeaderValue,
+    pub(crate) generated: HeaderValue,
 }
 
 impl XCache {
@@ -303,6 +351,8 @@ impl XCache {
             CacheStatus::RefreshHit => &self.refresh_hit,
             CacheStatus::Miss | CacheStatus::Pass => &self.miss,
             CacheStatus::Error => &self.error,
+            CacheStatus::Redirect => &self.redirect,
+            CacheStatus::Generated => &self.generated,
         }
     }
 }
@@ -310,8 +360,10 @@ impl XCache {
 /// What every clone of a layer, and every service it made, shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) enabled: bool,
-    pub(crate) rules: TtlRules,
+    /// Behaviors in order, the default last.
+    pub(crate) routes: Vec<Arc<Route>>,
+    pub(crate) trust_forwarded: bool,
+    pub(crate) default_root_object: Option<String>,
     pub(crate) max_object_size: u64,
     pub(crate) store: MemoryStore,
     pub(crate) flights: Arc<Flights>,
@@ -326,13 +378,36 @@ pub(crate) struct Shared {
     error_caching_min_ttl: u64,
     error_ttls: Vec<(StatusCode, u64)>,
     pub(crate) custom_errors: Vec<CustomErrorResponse>,
-    pub(crate) compress: bool,
     pub(crate) variant_flights: Arc<Flights>,
     pub(crate) metrics: Metrics,
     epochs: AtomicU64,
 }
 
+/// Resolves a behavior: its cache policy's TTL rules and its compression setting.
+fn route(
+    pattern: Option<PathPattern>,
+    behavior: Behavior,
+    compress: bool,
+) -> Result<Route, ConfigError> {
+    behavior.validate()?;
+    behavior.cache_policy.validate()?;
+    Ok(Route {
+        pattern,
+        rules: behavior.cache_policy.rules(),
+        compress: behavior.compress.unwrap_or(compress),
+        behavior,
+    })
+}
+
 impl Shared {
+    /// The behavior for a path, by index: the first whose pattern matches, else the default.
+    pub(crate) fn route_index(&self, path: &str) -> usize {
+        self.routes
+            .iter()
+            .position(|r| r.pattern.as_ref().is_none_or(|p| p.matches(path)))
+            .unwrap_or(self.routes.len() - 1)
+    }
+
     /// The error-caching TTL for a status without freshness information, if it has one.
     pub(crate) fn error_ttl(&self, status: StatusCode) -> Option<u64> {
         if let Some((_, ttl)) = self.error_ttls.iter().find(|(s, _)| *s == status) {

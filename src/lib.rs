@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod behavior;
 mod body;
 mod clock;
 mod collapse;
@@ -24,6 +25,12 @@ mod status;
 mod store;
 mod variants;
 
+pub use behavior::{
+    AllowedMethods, Behavior, BehaviorError, CachedMethods, Cookies, CorsConfig, CorsOrigins,
+    FrameOptions, Headers, KeyPolicy, OriginRequestHook, OriginRequestPolicy, OriginResponseHook,
+    PathPattern, QueryStrings, ResponseHeadersPolicy, ResponseHeadersPolicyBuilder,
+    ViewerProtocolPolicy, ViewerRequestHook, ViewerResponseHook, ViewerTls,
+};
 pub use body::CdnBody;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CachePolicy, CustomErrorResponse};

@@ -11,6 +11,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use crate::behavior::Route;
 use crate::body::CdnBody;
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::fill::{Fill, FillReader};
 use crate::key::CacheKey;
 use crate::layer::Shared;
 use crate::rfc::conditional::{self, Precondition};
+use crate::rfc::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 use crate::rfc::range::{self, RangeOutcome};
 use crate::status::CacheStatus;
 use crate::variants::make_variant;
@@ -374,4 +376,53 @@ pub(crate) fn custom_error<B>(
         }
     }
     replaced
+}
+
+/// Marks a response the edge made itself without the cache: a redirect or a hook's answer.
+pub(crate) fn generated<B>(shared: &Shared, mut res: Response<CdnBody<B>>) -> Response<CdnBody<B>> {
+    let status = if res.status().is_redirection() {
+        CacheStatus::Redirect
+    } else if res.status() == StatusCode::FORBIDDEN || res.status() == StatusCode::BAD_REQUEST {
+        CacheStatus::Error
+    } else {
+        CacheStatus::Generated
+    };
+    res.headers_mut()
+        .insert(X_CACHE.clone(), shared.x_cache.get(status).clone());
+    res
+}
+
+/// The viewer-response phase, for every response: custom error responses, the edge's own
+/// fields kept from viewers, the behavior's response headers policy and hook.
+pub(crate) fn finish<B>(
+    shared: &Shared,
+    route: &Route,
+    request: &HeaderMap,
+    res: Response<CdnBody<B>>,
+) -> Response<CdnBody<B>> {
+    let mut res = custom_error(shared, res);
+    let headers = res.headers_mut();
+    for name in [&CDN_CACHE_CONTROL, &SURROGATE_CONTROL] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+    let behavior = &route.behavior;
+    if let Some(policy) = &behavior.response_headers {
+        let result = headers
+            .get(&X_CACHE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(' ').next())
+            .unwrap_or("")
+            .to_owned();
+        policy.apply(request, headers, &result);
+    }
+    match &behavior.hooks.viewer_response {
+        Some(hook) => {
+            let (mut parts, body) = res.into_parts();
+            hook(&mut parts);
+            Response::from_parts(parts, body)
+        }
+        None => res,
+    }
 }

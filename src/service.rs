@@ -5,21 +5,22 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LOCATION, LOCATION};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::header::{CONTENT_LOCATION, HOST, LOCATION};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
+use crate::behavior::{viewer_protocol, viewer_scheme_is_https, Route, ViewerTls};
 use crate::body::CdnBody;
 use crate::collapse::{follow, FlightState, Join};
 use crate::entry::{Object, Pick, Slot};
-use crate::fetch::{call_origin, Fetch, Fetched};
+use crate::fetch::{call_origin, origin_request, origin_response, Fetch, Fetched};
 use crate::future::ResponseFuture;
-use crate::key::{host_of, scheme_of, CacheKey};
+use crate::key::{host_of, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
-    custom_error, edge_error, fill_readable, fill_response, object_response, pass_response,
+    edge_error, fill_readable, fill_response, finish, generated, object_response, pass_response,
     serve_object, Fwd, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
@@ -122,17 +123,58 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let head = match *req.method() {
+        // Viewer request: default root object, behavior, hook, protocol policy, methods.
+        let mut req = req;
+        if let Some(root) = &self.shared.default_root_object {
+            if req.uri().path() == "/" {
+                rewrite_path(&mut req, root);
+            }
+        }
+        let route_index = self.shared.route_index(req.uri().path());
+        let route = &self.shared.routes[route_index];
+        if let Some(hook) = &route.behavior.hooks.viewer_request {
+            let (mut parts, body) = req.into_parts();
+            if let Some(res) = hook(&mut parts) {
+                let res = generated(&self.shared, res.map(CdnBody::full));
+                return ResponseFuture::ready(finish(&self.shared, route, &parts.headers, res));
+            }
+            req = Request::from_parts(parts, body);
+        }
+        let tls = req.extensions().get::<ViewerTls>().is_some();
+        let https =
+            viewer_scheme_is_https(req.uri(), req.headers(), tls, self.shared.trust_forwarded);
+        let behavior = &route.behavior;
+        let host = req.headers().get(HOST);
+        let method = req.method();
+        if let Some(res) = viewer_protocol(
+            &behavior.viewer_protocol,
+            method,
+            req.version(),
+            https,
+            req.uri(),
+            host,
+        ) {
+            let res = generated(&self.shared, res.map(|()| CdnBody::empty()));
+            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+        }
+        if !behavior.allowed_methods.allows(method) {
+            let res = edge_error(&self.shared, StatusCode::FORBIDDEN);
+            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+        }
+        let head = match *method {
             Method::GET => false,
             Method::HEAD => true,
-            _ => return self.pass(req, Fwd::Method),
+            Method::OPTIONS if behavior.cached_methods.caches(method) => false,
+            _ => return self.pass(req, route_index, https, Fwd::Method),
         };
-        if !self.shared.enabled {
-            return self.pass(req, Fwd::Bypass);
+        if !behavior.cache_policy.is_enabled() {
+            return self.pass(req, route_index, https, Fwd::Bypass);
         }
+
+        // Lookup.
         let now = self.shared.clock.now();
         let cc = CacheControl::parse_request(req.headers());
-        let primary = CacheKey::for_request(&req);
+        let primary = CacheKey::for_request_with(&req, &behavior.key_policy, https);
         let (key, slot, fwd) = match self.shared.store.get(&primary) {
             Some(Slot::Vary(record)) => {
                 let key = primary.variant(record.epoch, &record.names, req.headers());
@@ -154,88 +196,129 @@ where
                     }
                 };
                 if let Some(served) = served {
-                    let viewer = ViewerRef {
-                        method: req.method(),
-                        headers: req.headers(),
-                    };
-                    let ready = match obj.pick(req.headers()) {
-                        Pick::Ready(headers, body) => {
-                            let res = object_response(
-                                &self.shared,
-                                &obj,
-                                (headers, body),
-                                viewer,
-                                served,
-                                now,
-                            );
-                            Some(custom_error(&self.shared, res))
-                        }
-                        Pick::Make(_) => None,
-                    };
-                    let future = match ready {
-                        Some(res) => ResponseFuture::ready(res),
-                        // A coding this object lacks yet: made once, then kept with it.
-                        None => {
-                            let shared = self.shared.clone();
-                            let (method, headers) = (req.method().clone(), req.headers().clone());
-                            let obj = obj.clone();
-                            ResponseFuture::origin(async move {
-                                let viewer = ViewerRef {
-                                    method: &method,
-                                    headers: &headers,
-                                };
-                                let res = serve_object(&shared, key, &obj, viewer, served).await;
-                                Ok(custom_error(&shared, res))
-                            })
-                        }
-                    };
+                    let future = self.hit(&req, route_index, key, &obj, served, now);
                     if served == Served::WhileRevalidating {
-                        self.refresh_in_background(req, primary, key, obj, cc);
+                        self.refresh_in_background(req, route_index, primary, key, obj, cc);
                     }
                     return future;
                 }
             }
             Some(Slot::Pass { until }) if until > now && !cc.only_if_cached => {
-                return self.pass(req, Fwd::Bypass);
+                return self.pass(req, route_index, https, Fwd::Bypass);
             }
             _ => {}
         }
         if cc.only_if_cached {
             // RFC 9111 §5.2.1.7
-            return ResponseFuture::ready(edge_error(&self.shared, StatusCode::GATEWAY_TIMEOUT));
+            let res = edge_error(&self.shared, StatusCode::GATEWAY_TIMEOUT);
+            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
         }
         let fwd = stale.as_ref().map_or(fwd, |(_, f)| *f);
         if head || cc.no_store {
             // A HEAD miss cannot fill the cache; `no-store` forbids keeping the answer.
-            return self.pass(req, fwd);
+            return self.pass(req, route_index, https, fwd);
         }
+
+        // Miss or revalidation.
         let stale = stale.map(|(obj, _)| obj);
         let inner = self.inner.clone();
         let shared = self.shared.clone();
+        let route = route.clone();
         let (method, headers) = (req.method().clone(), req.headers().clone());
         ResponseFuture::origin(async move {
             let viewer = ViewerRef {
                 method: &method,
                 headers: &headers,
             };
-            let res = miss(&shared, inner, req, viewer, primary, key, stale, fwd, cc).await;
-            Ok(custom_error(&shared, res))
+            let lookup = Lookup {
+                primary,
+                key,
+                stale,
+                fwd,
+                request_cc: cc,
+            };
+            let res = miss(&shared, &route, inner, req, viewer, lookup).await;
+            Ok(finish(&shared, &route, &headers, res))
         })
     }
 }
 
-/// A miss or a revalidation: follow another viewer's origin request for the key, or lead one.
-#[allow(clippy::too_many_arguments)]
-async fn miss<S, ReqB, ResB>(
-    shared: &Arc<Shared>,
-    inner: S,
-    req: Request<ReqB>,
-    viewer: ViewerRef<'_>,
+/// What the lookup found out, handed to the origin trip.
+struct Lookup {
     primary: CacheKey,
     key: CacheKey,
     stale: Option<Arc<Object>>,
     fwd: Fwd,
     request_cc: CacheControl,
+}
+
+impl<S> CdnService<S> {
+    /// Answers from a stored object: ready at once when the viewer's coding is at hand, or
+    /// after making that coding once.
+    fn hit<ReqB, ResB>(
+        &self,
+        req: &Request<ReqB>,
+        route_index: usize,
+        key: CacheKey,
+        obj: &Arc<Object>,
+        served: Served,
+        now: SystemTime,
+    ) -> ResponseFuture<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: Send + 'static,
+    {
+        let route = &self.shared.routes[route_index];
+        let viewer = ViewerRef {
+            method: req.method(),
+            headers: req.headers(),
+        };
+        if let Pick::Ready(headers, body) = obj.pick(req.headers()) {
+            let res = object_response(&self.shared, obj, (headers, body), viewer, served, now);
+            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+        }
+        // A coding this object lacks yet: made once, then kept with it.
+        let (shared, route, obj) = (self.shared.clone(), route.clone(), obj.clone());
+        let (method, headers) = (req.method().clone(), req.headers().clone());
+        ResponseFuture::origin(async move {
+            let viewer = ViewerRef {
+                method: &method,
+                headers: &headers,
+            };
+            let res = serve_object(&shared, key, &obj, viewer, served).await;
+            Ok(finish(&shared, &route, &headers, res))
+        })
+    }
+}
+
+/// Replaces the path of the request's URI, keeping its query.
+fn rewrite_path<B>(req: &mut Request<B>, path: &str) {
+    let mut parts = req.uri().clone().into_parts();
+    let query = parts
+        .path_and_query
+        .as_ref()
+        .and_then(|pq| pq.query())
+        .map(str::to_owned);
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// A miss or a revalidation: follow another viewer's origin request for the key, or lead one.
+async fn miss<S, ReqB, ResB>(
+    shared: &Arc<Shared>,
+    route: &Arc<Route>,
+    inner: S,
+    req: Request<ReqB>,
+    viewer: ViewerRef<'_>,
+    lookup: Lookup,
 ) -> Response<CdnBody<ResB>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -245,6 +328,13 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError> + Send,
 {
+    let Lookup {
+        primary,
+        key,
+        stale,
+        fwd,
+        request_cc,
+    } = lookup;
     let guard = match shared.flights.join(key) {
         Join::Leader(guard) => Some(guard),
         Join::Follower(rx) => {
@@ -277,12 +367,14 @@ where
         .and_then(|obj| Some((obj.clone(), shared.stale_if_error_budget?)));
     let fetch = Fetch {
         shared: shared.clone(),
+        route: route.clone(),
         primary,
         key,
         stale,
         guard,
         fwd,
         request_cc,
+        method: req.method().clone(),
     };
     let (tx, mut rx) = oneshot::channel();
     tokio::spawn(fetch.run(inner, req, tx));
@@ -313,6 +405,7 @@ impl<S> CdnService<S> {
     fn refresh_in_background<ReqB, ResB>(
         &self,
         req: Request<ReqB>,
+        route_index: usize,
         primary: CacheKey,
         key: CacheKey,
         stale: Arc<Object>,
@@ -330,22 +423,28 @@ impl<S> CdnService<S> {
         };
         let fetch = Fetch {
             shared: self.shared.clone(),
+            route: self.shared.routes[route_index].clone(),
             primary,
             key,
             stale: Some(stale),
             guard: Some(guard),
             fwd: Fwd::Stale,
             request_cc,
+            method: req.method().clone(),
         };
         let (tx, _) = oneshot::channel();
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
     }
-}
 
-impl<S> CdnService<S> {
-    /// Sends the request to the origin untouched; a successful unsafe method invalidates the
-    /// URLs it names (RFC 9111 §4.4).
-    fn pass<ReqB, ResB>(&mut self, req: Request<ReqB>, fwd: Fwd) -> ResponseFuture<ResB, S::Error>
+    /// Sends the request to the origin without storing the answer; a successful unsafe method
+    /// invalidates the URLs it names (RFC 9111 §4.4).
+    fn pass<ReqB, ResB>(
+        &mut self,
+        req: Request<ReqB>,
+        route_index: usize,
+        https: bool,
+        fwd: Fwd,
+    ) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -357,74 +456,83 @@ impl<S> CdnService<S> {
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
+        let route = self.shared.routes[route_index].clone();
         let target = unsafe_method.then(|| {
-            (
-                req.uri().clone(),
-                req.headers().get(http::header::HOST).cloned(),
-            )
+            let mut target = Request::new(());
+            *target.uri_mut() = req.uri().clone();
+            *target.headers_mut() = req.headers().clone();
+            target
         });
+        let viewer_headers = req.headers().clone();
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::origin(async move {
-            let origin = call_origin(inner, req);
+            let (mut parts, body) = req.into_parts();
+            origin_request(&route, &mut parts);
+            let origin = call_origin(inner, Request::from_parts(parts, body));
             let res = match tokio::time::timeout(shared.origin_timeout, origin).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(e)) => {
                     let e: BoxError = e.into();
                     tracing::warn!(error = %e, "origin request failed");
-                    return Ok(edge_error(&shared, StatusCode::BAD_GATEWAY));
+                    let res = edge_error(&shared, StatusCode::BAD_GATEWAY);
+                    return Ok(finish(&shared, &route, &viewer_headers, res));
                 }
                 Err(_) => {
                     tracing::warn!("origin did not answer in time");
-                    return Ok(edge_error(&shared, StatusCode::GATEWAY_TIMEOUT));
+                    let res = edge_error(&shared, StatusCode::GATEWAY_TIMEOUT);
+                    return Ok(finish(&shared, &route, &viewer_headers, res));
                 }
             };
-            if let Some((uri, host)) = target {
+            let res = origin_response(&route, res);
+            if let Some(target) = target {
                 let status = res.status();
                 if status.is_success() || status.is_redirection() {
-                    invalidate(&shared, &uri, host.as_ref(), res.headers());
+                    invalidate(&shared, target, https, res.headers());
                 }
             }
-            Ok(custom_error(&shared, pass_response(&shared, res, fwd)))
+            let res = pass_response(&shared, res, fwd);
+            Ok(finish(&shared, &route, &viewer_headers, res))
         })
     }
 }
 
 /// Removes the target URI and the same-origin `Location` / `Content-Location` URIs
-/// (RFC 9111 §4.4). Variants go with their `Vary` record.
-fn invalidate(shared: &Shared, uri: &Uri, host: Option<&HeaderValue>, response: &HeaderMap) {
-    let mut host_headers = HeaderMap::new();
-    if let Some(h) = host {
-        host_headers.insert(http::header::HOST, h.clone());
-    }
-    let scheme = scheme_of(uri);
-    let host = host_of(uri, &host_headers);
-    shared
-        .store
-        .remove(&CacheKey::for_parts(scheme, host, uri.path(), uri.query()));
+/// (RFC 9111 §4.4), each keyed as a lookup by this viewer would key it. Variants go with
+/// their `Vary` record.
+fn invalidate(shared: &Shared, mut target: Request<()>, https: bool, response: &HeaderMap) {
+    let remove = |target: &Request<()>| {
+        let route = &shared.routes[shared.route_index(target.uri().path())];
+        shared.store.remove(&CacheKey::for_request_with(
+            target,
+            &route.behavior.key_policy,
+            https,
+        ));
+    };
+    remove(&target);
+    let host = host_of(target.uri(), target.headers()).to_vec();
+    let scheme = if https { "https" } else { "http" };
     for name in [LOCATION, CONTENT_LOCATION] {
-        let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+        let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let Ok(target) = target.parse::<Uri>() else {
+        let Ok(location) = location.parse::<Uri>() else {
             continue;
         };
-        let same_origin = match target.authority() {
+        let same_origin = match location.authority() {
             Some(a) => {
-                a.as_str().as_bytes().eq_ignore_ascii_case(host)
-                    && target
+                a.as_str().as_bytes().eq_ignore_ascii_case(&host)
+                    && location
                         .scheme_str()
                         .is_none_or(|s| s.eq_ignore_ascii_case(scheme))
             }
-            None => target.path().starts_with('/'),
+            None => location.path().starts_with('/'),
         };
-        if same_origin {
-            shared.store.remove(&CacheKey::for_parts(
-                scheme,
-                host,
-                target.path(),
-                target.query(),
-            ));
+        if let (true, Some(pq)) = (same_origin, location.path_and_query()) {
+            if let Ok(uri) = pq.as_str().parse() {
+                *target.uri_mut() = uri;
+                remove(&target);
+            }
         }
     }
 }

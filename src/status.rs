@@ -14,6 +14,10 @@ pub enum CacheStatus {
     Pass,
     /// The edge answered with an error of its own (504 `only-if-cached`, 502, timeouts).
     Error,
+    /// The edge redirected the viewer (viewer protocol policy).
+    Redirect,
+    /// A viewer-request hook answered.
+    Generated,
 }
 
 impl CacheStatus {
@@ -24,6 +28,8 @@ impl CacheStatus {
             CacheStatus::RefreshHit => "RefreshHit",
             CacheStatus::Miss | CacheStatus::Pass => "Miss",
             CacheStatus::Error => "Error",
+            CacheStatus::Redirect => "Redirect",
+            CacheStatus::Generated => "FunctionGeneratedResponse",
         }
     }
 }

@@ -49,9 +49,23 @@ impl CacheControl {
     /// RFC 9111 §4.2.1 allows ("either the first occurrence should be used or the response
     /// should be considered stale"); the stale reading is the safe one for a shared cache.
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        Self::parse_lines(headers, &CACHE_CONTROL)
+    }
+
+    /// Parses a targeted field such as `CDN-Cache-Control` (RFC 9213): `None` when it is
+    /// absent or holds no directive this cache knows (not a "valid, non-empty value").
+    pub(crate) fn parse_field(headers: &HeaderMap, name: &HeaderName) -> Option<Self> {
+        if !headers.contains_key(name) {
+            return None;
+        }
+        let cc = Self::parse_lines(headers, name);
+        (cc != CacheControl::default()).then_some(cc)
+    }
+
+    fn parse_lines(headers: &HeaderMap, name: &HeaderName) -> Self {
         let mut cc = CacheControl::default();
         let mut seen = 0;
-        for line in headers.get_all(CACHE_CONTROL) {
+        for line in headers.get_all(name) {
             for (name, value) in Directives::new(line.as_bytes()) {
                 seen += 1;
                 if seen > MAX_DIRECTIVES {

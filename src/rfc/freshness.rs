@@ -46,7 +46,7 @@ pub(crate) fn storable(
     response_headers: &HeaderMap,
     rules: &TtlRules,
 ) -> Result<(), NoStoreReason> {
-    if method != Method::GET {
+    if method != Method::GET && method != Method::OPTIONS {
         return Err(NoStoreReason::Method);
     }
     if request_cc.no_store {

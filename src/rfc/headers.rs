@@ -5,6 +5,11 @@ use http::HeaderValue;
 
 use super::conditional::is_hop_by_hop;
 
+/// `CDN-Cache-Control` (RFC 9213 §3): caching directives for CDNs only.
+pub(crate) static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+/// `Surrogate-Control`: the older, widely deployed field for the same purpose.
+pub(crate) static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
 /// At most this many field names are read from `Vary`; more makes the response unstorable.
 pub(crate) const MAX_VARY_FIELDS: usize = 16;
 

@@ -1,0 +1,209 @@
+//! [`Behavior`]: the settings one path pattern carries, like a CloudFront cache behavior.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{request, response, Response};
+
+use super::{
+    AllowedMethods, BehaviorError, CachedMethods, KeyPolicy, PathPattern, ResponseHeadersPolicy,
+    ViewerProtocolPolicy,
+};
+use crate::config::CachePolicy;
+
+/// A viewer-request hook: may rewrite the request (URI, headers) or answer it directly.
+pub type ViewerRequestHook =
+    Arc<dyn Fn(&mut request::Parts) -> Option<Response<Bytes>> + Send + Sync>;
+/// An origin-request hook: rewrites what is sent to the origin.
+pub type OriginRequestHook = Arc<dyn Fn(&mut request::Parts) + Send + Sync>;
+/// An origin-response hook: rewrites the origin's response head before it is stored.
+pub type OriginResponseHook = Arc<dyn Fn(&mut response::Parts) + Send + Sync>;
+/// A viewer-response hook: rewrites the head of every response to the viewer, hits included.
+pub type ViewerResponseHook = Arc<dyn Fn(&mut response::Parts) + Send + Sync>;
+
+/// Hooks at CloudFront's four points. Synchronous and cheap: they run on the request path.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) viewer_request: Option<ViewerRequestHook>,
+    pub(crate) origin_request: Option<OriginRequestHook>,
+    pub(crate) origin_response: Option<OriginResponseHook>,
+    pub(crate) viewer_response: Option<ViewerResponseHook>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("viewer_request", &self.viewer_request.is_some())
+            .field("origin_request", &self.origin_request.is_some())
+            .field("origin_response", &self.origin_response.is_some())
+            .field("viewer_response", &self.viewer_response.is_some())
+            .finish()
+    }
+}
+
+/// What reaches the origin of the request fields the cache key leaves out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OriginRequestPolicy(Forward);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Forward {
+    #[default]
+    All,
+    KeyOnly,
+}
+
+impl OriginRequestPolicy {
+    /// Everything the viewer sent reaches the origin (the default).
+    pub fn all_viewer() -> Self {
+        Self(Forward::All)
+    }
+
+    /// Query parameters and cookies reach the origin only if they are part of the cache
+    /// key, so the origin cannot vary on anything the key does not tell apart. Headers are
+    /// forwarded as sent, except `Cookie`, which keeps only the key's cookies.
+    pub fn key_only() -> Self {
+        Self(Forward::KeyOnly)
+    }
+
+    pub(crate) fn key_only_enabled(self) -> bool {
+        self.0 == Forward::KeyOnly
+    }
+}
+
+/// The settings for requests whose path matches a pattern: cache policy, key policy, viewer
+/// rules, response headers and hooks.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cdn::{AllowedMethods, Behavior, CachePolicy, ViewerProtocolPolicy};
+///
+/// let api = Behavior::new()
+///     .cache_policy(CachePolicy::caching_disabled())
+///     .allowed_methods(AllowedMethods::all());
+/// let assets = Behavior::new()
+///     .cache_policy(CachePolicy::caching_optimized().min_ttl(Duration::from_secs(31_536_000)))
+///     .viewer_protocol_policy(ViewerProtocolPolicy::redirect_to_https());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Behavior {
+    pub(crate) cache_policy: CachePolicy,
+    pub(crate) key_policy: KeyPolicy,
+    pub(crate) origin_request: OriginRequestPolicy,
+    pub(crate) viewer_protocol: ViewerProtocolPolicy,
+    pub(crate) allowed_methods: AllowedMethods,
+    pub(crate) cached_methods: CachedMethods,
+    pub(crate) compress: Option<bool>,
+    pub(crate) response_headers: Option<ResponseHeadersPolicy>,
+    pub(crate) hooks: Hooks,
+}
+
+impl Behavior {
+    /// RFC 9111 caching, the default key policy, all viewers, GET and HEAD.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cache policy (TTL clamps); [`CachePolicy::caching_disabled`] passes everything.
+    pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
+        self.cache_policy = policy;
+        self
+    }
+
+    /// What tells objects apart besides the path.
+    pub fn key_policy(mut self, policy: KeyPolicy) -> Self {
+        self.key_policy = policy;
+        self
+    }
+
+    /// What reaches the origin of what the key leaves out.
+    pub fn origin_request_policy(mut self, policy: OriginRequestPolicy) -> Self {
+        self.origin_request = policy;
+        self
+    }
+
+    /// HTTP allowed, redirected to HTTPS, or refused.
+    pub fn viewer_protocol_policy(mut self, policy: ViewerProtocolPolicy) -> Self {
+        self.viewer_protocol = policy;
+        self
+    }
+
+    /// Methods served at all; others get `403` at the edge.
+    pub fn allowed_methods(mut self, methods: AllowedMethods) -> Self {
+        self.allowed_methods = methods;
+        self
+    }
+
+    /// Methods whose responses are cached (`OPTIONS` optionally).
+    pub fn cached_methods(mut self, methods: CachedMethods) -> Self {
+        self.cached_methods = methods;
+        self
+    }
+
+    /// Whether stored objects are compressed for viewers (default: the layer's setting).
+    pub fn compress(mut self, on: bool) -> Self {
+        self.compress = Some(on);
+        self
+    }
+
+    /// Headers set on every response, hits included.
+    pub fn response_headers_policy(mut self, policy: ResponseHeadersPolicy) -> Self {
+        self.response_headers = Some(policy);
+        self
+    }
+
+    /// Runs first, before the cache: may rewrite the request or answer it.
+    pub fn on_viewer_request<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut request::Parts) -> Option<Response<Bytes>> + Send + Sync + 'static,
+    {
+        self.hooks.viewer_request = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs on every request sent to the origin.
+    pub fn on_origin_request<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut request::Parts) + Send + Sync + 'static,
+    {
+        self.hooks.origin_request = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs on every origin response head, before the cache decides to store it.
+    pub fn on_origin_response<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut response::Parts) + Send + Sync + 'static,
+    {
+        self.hooks.origin_response = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs on every response head to the viewer, hits included.
+    pub fn on_viewer_response<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut response::Parts) + Send + Sync + 'static,
+    {
+        self.hooks.viewer_response = Some(Arc::new(hook));
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BehaviorError> {
+        self.cached_methods.validate(&self.allowed_methods)
+    }
+}
+
+/// A request extension a TLS listener sets: the viewer connected over HTTPS. The viewer
+/// protocol policy and the cache key's scheme read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewerTls;
+
+/// A behavior bound to its path pattern (none for the default behavior), resolved for
+/// serving.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) pattern: Option<PathPattern>,
+    pub(crate) behavior: Behavior,
+    pub(crate) rules: crate::rfc::freshness::TtlRules,
+    pub(crate) compress: bool,
+}
