@@ -46,7 +46,6 @@ impl<B> CdnBody<B> {
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn parts(parts: Vec<Bytes>) -> Self {
         Self {
             kind: Kind::Parts {
@@ -64,6 +63,17 @@ impl<B> CdnBody<B> {
     pub(crate) fn origin(body: B) -> Self {
         Self {
             kind: Kind::Origin { body },
+        }
+    }
+}
+
+impl<B> CdnBody<B> {
+    /// Bytes of a body served from storage (0 for streams).
+    pub(crate) fn stored_len(&self) -> u64 {
+        match &self.kind {
+            Kind::Full { data } => data.as_ref().map_or(0, |d| d.len() as u64),
+            Kind::Parts { parts } => parts.iter().map(|p| p.len() as u64).sum(),
+            _ => 0,
         }
     }
 }

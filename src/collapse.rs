@@ -61,6 +61,12 @@ impl Flights {
         }
     }
 
+    /// Detaches every flight: viewers arriving from now on lead new origin requests. Fills
+    /// under way go on for the viewers already reading them.
+    pub(crate) fn clear(&self) {
+        self.map.clear();
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()

@@ -33,6 +33,8 @@ pub(crate) struct Object {
     pub(crate) compressible: bool,
     /// Other codings of the same representation, made on demand and kept with it.
     pub(crate) variants: Vec<Variant>,
+    /// Surrogate keys for invalidation by tag.
+    pub(crate) tags: Box<[Box<str>]>,
     pub(crate) weight: u64,
 }
 

@@ -2,8 +2,9 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -23,6 +24,7 @@ use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord}
 use crate::fill::{End, Fill, FillReader};
 use crate::key::{host_of, CacheKey};
 use crate::layer::Shared;
+use crate::purge::tags_of;
 use crate::respond::Fwd;
 use crate::rfc::cache_control::CacheControl;
 use crate::rfc::conditional;
@@ -70,6 +72,8 @@ pub(crate) struct Fetch {
     pub(crate) fwd: Fwd,
     pub(crate) request_cc: CacheControl,
     pub(crate) method: Method,
+    /// The purge generation when the origin request left.
+    pub(crate) generation: u64,
 }
 
 /// What a storable response will be stored as.
@@ -213,19 +217,25 @@ impl Fetch {
             }
         }
         let request_time = self.shared.clock.now();
+        // What this request brings back may be stored only if no purge comes in between.
+        self.generation = self.shared.purge_generation.load(Ordering::SeqCst);
+        let started = Instant::now();
         let origin = call_origin(inner, Request::from_parts(parts, body));
         let res = match tokio::time::timeout(self.shared.origin_timeout, origin).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => {
+                self.shared.metrics.origin(started.elapsed(), true);
                 let e: BoxError = e.into();
                 tracing::warn!(error = %e, path = %path, "origin request failed");
                 return self.origin_failed(StatusCode::BAD_GATEWAY, reply);
             }
             Err(_) => {
+                self.shared.metrics.origin(started.elapsed(), true);
                 tracing::warn!(path = %path, "origin did not answer in time");
                 return self.origin_failed(StatusCode::GATEWAY_TIMEOUT, reply);
             }
         };
+        self.shared.metrics.origin(started.elapsed(), false);
         let response_time = self.shared.clock.now();
         let res = origin_response(&self.route, res);
 
@@ -285,6 +295,7 @@ impl Fetch {
 
         let mut body = pin!(body);
         let mut keeping = true;
+        let mut received = 0;
         loop {
             // The origin timeout also bounds the wait for each piece of the body.
             let frame = match tokio::time::timeout(self.shared.origin_timeout, body.frame()).await {
@@ -299,6 +310,7 @@ impl Fetch {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
+            received += data.len() as u64;
             fill.push(data);
             if keeping && fill.buffered() as u64 > self.shared.max_object_size {
                 keeping = false;
@@ -313,6 +325,7 @@ impl Fetch {
             }
         }
         fill.finish(End::Complete);
+        self.shared.metrics.from_origin(received);
         if let Some(body) = keeping.then(|| fill.body()).flatten() {
             let compressible = plan.compressible
                 && match plan.coding {
@@ -323,6 +336,7 @@ impl Fetch {
                 };
             let obj = Object {
                 status: head.status,
+                tags: tags_of(&plan.headers),
                 weight: weigh(&plan.headers, &body, host.len() + path.len()),
                 headers: plan.headers,
                 body,
@@ -494,6 +508,7 @@ impl Fetch {
             coding: stale.coding,
             compressible: stale.compressible,
             variants,
+            tags: tags_of(&headers),
             headers,
         });
         self.commit(
@@ -504,8 +519,19 @@ impl Fetch {
         obj
     }
 
-    /// Stores an object under its URL, or under its variant key behind a `Vary` record.
+    /// Stores an object under its URL, or under its variant key behind a `Vary` record —
+    /// and takes it back if a purge came in since the origin request left. Inserting before
+    /// checking means a purge either sees the object in its scan or bumps the generation
+    /// before the check.
     fn commit(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) {
+        let key = self.store_under(obj.clone(), vary, request_headers);
+        if self.shared.purge_generation.load(Ordering::SeqCst) != self.generation {
+            tracing::debug!(path = %obj.path, "purged while filling: not kept");
+            self.shared.store.remove_if_same(&key, &obj);
+        }
+    }
+
+    fn store_under(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) -> CacheKey {
         let store = &self.shared.store;
         match vary {
             Vary::Fields(names) => {
@@ -521,12 +547,14 @@ impl Fetch {
                         epoch
                     }
                 };
-                store.insert(
-                    self.primary.variant(epoch, names, request_headers),
-                    Slot::Object(obj),
-                );
+                let key = self.primary.variant(epoch, names, request_headers);
+                store.insert(key, Slot::Object(obj));
+                key
             }
-            Vary::None | Vary::Star => store.insert(self.primary, Slot::Object(obj)),
+            Vary::None | Vary::Star => {
+                store.insert(self.primary, Slot::Object(obj));
+                self.primary
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::collapse::Flights;
 use crate::config::{CachePolicy, CustomErrorResponse};
 use crate::error::ConfigError;
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::purge::{self, Purge};
 use crate::service::CdnService;
 use crate::status::CacheStatus;
 use crate::store::MemoryStore;
@@ -55,9 +56,23 @@ impl CdnLayer {
         self.shared.store.capacity()
     }
 
-    /// A snapshot of the layer's counters.
+    /// A snapshot of the layer's counters and the store's gauges.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics.snapshot()
+        self.shared.metrics.snapshot(self.shared.store.gauges())
+    }
+
+    /// Invalidates objects in this layer's memory store; returns how many were removed (or,
+    /// for a soft purge, marked stale). A fill under way when the purge is applied is not
+    /// stored, and requests arriving after it returns never receive the old object.
+    ///
+    /// ```
+    /// use tower_cdn::{CdnLayer, Purge};
+    ///
+    /// let layer = CdnLayer::new();
+    /// assert_eq!(layer.purge(&Purge::tag("product-42")), 0);
+    /// ```
+    pub fn purge(&self, purge: &Purge) -> usize {
+        purge::apply(&self.shared, purge, self.shared.clock.now())
     }
 
     /// Entries held by the memory store (objects, `Vary` records, pass markers).
@@ -328,6 +343,7 @@ impl CdnLayerBuilder {
                 variant_flights: Arc::new(Flights::default()),
                 metrics: Metrics::default(),
                 epochs: AtomicU64::new(1),
+                purge_generation: AtomicU64::new(0),
             }),
         })
     }
@@ -381,6 +397,8 @@ pub(crate) struct Shared {
     pub(crate) variant_flights: Arc<Flights>,
     pub(crate) metrics: Metrics,
     epochs: AtomicU64,
+    /// Bumped by every purge; a fill that saw another value when it started is not stored.
+    pub(crate) purge_generation: AtomicU64,
 }
 
 /// Resolves a behavior: its cache policy's TTL rules and its compression setting.

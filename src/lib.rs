@@ -16,6 +16,7 @@ mod future;
 mod key;
 mod layer;
 mod metrics;
+mod purge;
 mod respond;
 mod rfc;
 #[cfg(feature = "server")]
@@ -26,10 +27,11 @@ mod store;
 mod variants;
 
 pub use behavior::{
-    AllowedMethods, Behavior, BehaviorError, CachedMethods, Cookies, CorsConfig, CorsOrigins,
-    FrameOptions, Headers, KeyPolicy, OriginRequestHook, OriginRequestPolicy, OriginResponseHook,
-    PathPattern, QueryStrings, ResponseHeadersPolicy, ResponseHeadersPolicyBuilder,
-    ViewerProtocolPolicy, ViewerRequestHook, ViewerResponseHook, ViewerTls,
+    AllowedMethods, Behavior, BehaviorError, CachedMethods, ClientAddr, Cookies, CorsConfig,
+    CorsOrigins, FrameOptions, Headers, KeyPolicy, OriginRequestHook, OriginRequestPolicy,
+    OriginResponseHook, PathPattern, QueryStrings, ResponseHeadersPolicy,
+    ResponseHeadersPolicyBuilder, ViewerProtocolPolicy, ViewerRequestHook, ViewerResponseHook,
+    ViewerTls,
 };
 pub use body::CdnBody;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -39,6 +41,7 @@ pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::{CdnLayer, CdnLayerBuilder};
 pub use metrics::MetricsSnapshot;
+pub use purge::Purge;
 pub use service::CdnService;
 pub use status::{CacheStatus, NoStoreReason};
 

@@ -2,24 +2,29 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::SystemTime;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
     HeaderName, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE,
     LAST_MODIFIED, RANGE,
 };
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::header::{CONTENT_ENCODING, HOST};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 
 use crate::behavior::Route;
 use crate::body::CdnBody;
 use std::sync::Arc;
 
+use crate::behavior::ClientAddr;
 use crate::encoding;
 use crate::entry::{Coding, Object, Pick};
 use crate::fill::{Fill, FillReader};
 use crate::key::CacheKey;
 use crate::layer::Shared;
+use crate::purge::{CACHE_TAG, SURROGATE_KEY};
 use crate::rfc::conditional::{self, Precondition};
 use crate::rfc::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 use crate::rfc::range::{self, RangeOutcome};
@@ -221,8 +226,16 @@ pub(crate) fn object_response<B>(
             format!("{name}; fwd=stale; ttl={ttl}; detail=stale-if-error"),
         ),
     };
+    let metrics = &shared.metrics;
+    metrics.served(outcome);
+    if matches!(
+        served,
+        Served::Stale | Served::WhileRevalidating | Served::OnError
+    ) {
+        metrics.stale_served.fetch_add(1, Ordering::Relaxed);
+    }
     let source = Source::Stored(rep.1.clone());
-    respond(
+    let res = respond(
         shared,
         viewer,
         obj.status,
@@ -231,7 +244,9 @@ pub(crate) fn object_response<B>(
         obj.age(now),
         outcome,
         cache_status,
-    )
+    );
+    metrics.from_cache(res.body().stored_len());
+    res
 }
 
 /// Answers from a stored object in the coding the viewer accepts best, making that coding
@@ -286,6 +301,10 @@ pub(crate) async fn fill_response<B>(
     collapsed: bool,
 ) -> Response<CdnBody<B>> {
     let fill = reader.fill().clone();
+    shared.metrics.served(CacheStatus::Miss);
+    if collapsed {
+        shared.metrics.collapsed.fetch_add(1, Ordering::Relaxed);
+    }
     let cache_status = format!(
         "{}; fwd={}; fwd-status={}; stored{}",
         shared.cache_name,
@@ -317,6 +336,12 @@ pub(crate) fn pass_response<B>(
     fwd: Fwd,
 ) -> Response<CdnBody<B>> {
     let mut res = res.map(CdnBody::origin);
+    shared.metrics.served(CacheStatus::Pass);
+    let declared = res
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    shared.metrics.from_origin(declared.unwrap_or(0));
     let status = res.status().as_u16();
     let headers = res.headers_mut();
     headers.insert(X_CACHE.clone(), shared.x_cache.miss.clone());
@@ -332,6 +357,7 @@ pub(crate) fn pass_response<B>(
 }
 
 pub(crate) fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<CdnBody<B>> {
+    shared.metrics.served(CacheStatus::Error);
     let reason = status.canonical_reason().unwrap_or("error");
     let mut res = Response::new(CdnBody::full(Bytes::from(format!("{reason}\n"))));
     *res.status_mut() = status;
@@ -387,6 +413,7 @@ pub(crate) fn generated<B>(shared: &Shared, mut res: Response<CdnBody<B>>) -> Re
     } else {
         CacheStatus::Generated
     };
+    shared.metrics.served(status);
     res.headers_mut()
         .insert(X_CACHE.clone(), shared.x_cache.get(status).clone());
     res
@@ -397,12 +424,18 @@ pub(crate) fn generated<B>(shared: &Shared, mut res: Response<CdnBody<B>>) -> Re
 pub(crate) fn finish<B>(
     shared: &Shared,
     route: &Route,
-    request: &HeaderMap,
+    exchange: &Exchange<'_>,
     res: Response<CdnBody<B>>,
 ) -> Response<CdnBody<B>> {
+    let request = exchange.headers;
     let mut res = custom_error(shared, res);
     let headers = res.headers_mut();
-    for name in [&CDN_CACHE_CONTROL, &SURROGATE_CONTROL] {
+    for name in [
+        &CDN_CACHE_CONTROL,
+        &SURROGATE_CONTROL,
+        &SURROGATE_KEY,
+        &CACHE_TAG,
+    ] {
         if headers.contains_key(name) {
             headers.remove(name);
         }
@@ -417,12 +450,105 @@ pub(crate) fn finish<B>(
             .to_owned();
         policy.apply(request, headers, &result);
     }
-    match &behavior.hooks.viewer_response {
+    let res = match &behavior.hooks.viewer_response {
         Some(hook) => {
             let (mut parts, body) = res.into_parts();
             hook(&mut parts);
             Response::from_parts(parts, body)
         }
         None => res,
+    };
+    access_log(exchange, &res);
+    res
+}
+
+/// The request side of one exchange, for the viewer-response phase and the access log.
+#[derive(Clone, Copy)]
+pub(crate) struct Exchange<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) started: Instant,
+    pub(crate) client: Option<IpAddr>,
+}
+
+impl<'a> Exchange<'a> {
+    pub(crate) fn of<B>(req: &'a Request<B>, started: Instant) -> Self {
+        Self {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            started,
+            client: req.extensions().get::<ClientAddr>().map(|a| a.0.ip()),
+        }
     }
+
+    pub(crate) fn of_parts(parts: &'a http::request::Parts, started: Instant) -> Self {
+        Self {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            started,
+            client: parts.extensions.get::<ClientAddr>().map(|a| a.0.ip()),
+        }
+    }
+}
+
+/// The request side of an exchange, kept across an await.
+pub(crate) struct OwnedExchange {
+    method: Method,
+    uri: Uri,
+    pub(crate) headers: HeaderMap,
+    started: Instant,
+    client: Option<IpAddr>,
+}
+
+impl OwnedExchange {
+    pub(crate) fn of<B>(req: &Request<B>, started: Instant) -> Self {
+        let e = Exchange::of(req, started);
+        Self {
+            method: e.method.clone(),
+            uri: e.uri.clone(),
+            headers: e.headers.clone(),
+            started,
+            client: e.client,
+        }
+    }
+
+    pub(crate) fn view(&self) -> Exchange<'_> {
+        Exchange {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            started: self.started,
+            client: self.client,
+        }
+    }
+
+    pub(crate) fn viewer(&self) -> ViewerRef<'_> {
+        ViewerRef {
+            method: &self.method,
+            headers: &self.headers,
+        }
+    }
+}
+
+/// One event per request, with CloudFront standard-log style fields, at INFO on the
+/// `tower_cdn::access` target (filter it like any tracing target).
+fn access_log<B>(exchange: &Exchange<'_>, res: &Response<B>) {
+    tracing::info!(
+        target: "tower_cdn::access",
+        client = %exchange.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        method = %exchange.method,
+        host = %exchange.headers.get(HOST).and_then(|v| v.to_str().ok()).or(exchange.uri.host()).unwrap_or("-"),
+        uri = %exchange.uri.path(),
+        query = exchange.uri.query().unwrap_or("-"),
+        status = res.status().as_u16(),
+        bytes = res.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        time_taken_ms = exchange.started.elapsed().as_secs_f64() * 1000.0,
+        result = res.headers().get(&X_CACHE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(' ').next()).unwrap_or("-"),
+        encoding = res.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        range = exchange.headers.get(RANGE).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        "request"
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LOCATION, HOST, LOCATION};
@@ -21,7 +21,7 @@ use crate::key::{host_of, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
     edge_error, fill_readable, fill_response, finish, generated, object_response, pass_response,
-    serve_object, Fwd, Served, ViewerRef,
+    serve_object, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
 use crate::BoxError;
@@ -124,6 +124,7 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         // Viewer request: default root object, behavior, hook, protocol policy, methods.
+        let started = Instant::now();
         let mut req = req;
         if let Some(root) = &self.shared.default_root_object {
             if req.uri().path() == "/" {
@@ -136,7 +137,8 @@ where
             let (mut parts, body) = req.into_parts();
             if let Some(res) = hook(&mut parts) {
                 let res = generated(&self.shared, res.map(CdnBody::full));
-                return ResponseFuture::ready(finish(&self.shared, route, &parts.headers, res));
+                let exchange = Exchange::of_parts(&parts, started);
+                return ResponseFuture::ready(finish(&self.shared, route, &exchange, res));
             }
             req = Request::from_parts(parts, body);
         }
@@ -155,20 +157,30 @@ where
             host,
         ) {
             let res = generated(&self.shared, res.map(|()| CdnBody::empty()));
-            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+            return ResponseFuture::ready(finish(
+                &self.shared,
+                route,
+                &Exchange::of(&req, started),
+                res,
+            ));
         }
         if !behavior.allowed_methods.allows(method) {
             let res = edge_error(&self.shared, StatusCode::FORBIDDEN);
-            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+            return ResponseFuture::ready(finish(
+                &self.shared,
+                route,
+                &Exchange::of(&req, started),
+                res,
+            ));
         }
         let head = match *method {
             Method::GET => false,
             Method::HEAD => true,
             Method::OPTIONS if behavior.cached_methods.caches(method) => false,
-            _ => return self.pass(req, route_index, https, Fwd::Method),
+            _ => return self.pass(req, route_index, https, Fwd::Method, started),
         };
         if !behavior.cache_policy.is_enabled() {
-            return self.pass(req, route_index, https, Fwd::Bypass);
+            return self.pass(req, route_index, https, Fwd::Bypass, started);
         }
 
         // Lookup.
@@ -196,7 +208,7 @@ where
                     }
                 };
                 if let Some(served) = served {
-                    let future = self.hit(&req, route_index, key, &obj, served, now);
+                    let future = self.hit(&req, route_index, key, &obj, served, now, started);
                     if served == Served::WhileRevalidating {
                         self.refresh_in_background(req, route_index, primary, key, obj, cc);
                     }
@@ -204,19 +216,24 @@ where
                 }
             }
             Some(Slot::Pass { until }) if until > now && !cc.only_if_cached => {
-                return self.pass(req, route_index, https, Fwd::Bypass);
+                return self.pass(req, route_index, https, Fwd::Bypass, started);
             }
             _ => {}
         }
         if cc.only_if_cached {
             // RFC 9111 §5.2.1.7
             let res = edge_error(&self.shared, StatusCode::GATEWAY_TIMEOUT);
-            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+            return ResponseFuture::ready(finish(
+                &self.shared,
+                route,
+                &Exchange::of(&req, started),
+                res,
+            ));
         }
         let fwd = stale.as_ref().map_or(fwd, |(_, f)| *f);
         if head || cc.no_store {
             // A HEAD miss cannot fill the cache; `no-store` forbids keeping the answer.
-            return self.pass(req, route_index, https, fwd);
+            return self.pass(req, route_index, https, fwd, started);
         }
 
         // Miss or revalidation.
@@ -224,12 +241,8 @@ where
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         let route = route.clone();
-        let (method, headers) = (req.method().clone(), req.headers().clone());
+        let exchange = OwnedExchange::of(&req, started);
         ResponseFuture::origin(async move {
-            let viewer = ViewerRef {
-                method: &method,
-                headers: &headers,
-            };
             let lookup = Lookup {
                 primary,
                 key,
@@ -237,8 +250,8 @@ where
                 fwd,
                 request_cc: cc,
             };
-            let res = miss(&shared, &route, inner, req, viewer, lookup).await;
-            Ok(finish(&shared, &route, &headers, res))
+            let res = miss(&shared, &route, inner, req, exchange.viewer(), lookup).await;
+            Ok(finish(&shared, &route, &exchange.view(), res))
         })
     }
 }
@@ -263,6 +276,7 @@ impl<S> CdnService<S> {
         obj: &Arc<Object>,
         served: Served,
         now: SystemTime,
+        started: Instant,
     ) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>>,
@@ -275,18 +289,19 @@ impl<S> CdnService<S> {
         };
         if let Pick::Ready(headers, body) = obj.pick(req.headers()) {
             let res = object_response(&self.shared, obj, (headers, body), viewer, served, now);
-            return ResponseFuture::ready(finish(&self.shared, route, req.headers(), res));
+            return ResponseFuture::ready(finish(
+                &self.shared,
+                route,
+                &Exchange::of(req, started),
+                res,
+            ));
         }
         // A coding this object lacks yet: made once, then kept with it.
         let (shared, route, obj) = (self.shared.clone(), route.clone(), obj.clone());
-        let (method, headers) = (req.method().clone(), req.headers().clone());
+        let exchange = OwnedExchange::of(req, started);
         ResponseFuture::origin(async move {
-            let viewer = ViewerRef {
-                method: &method,
-                headers: &headers,
-            };
-            let res = serve_object(&shared, key, &obj, viewer, served).await;
-            Ok(finish(&shared, &route, &headers, res))
+            let res = serve_object(&shared, key, &obj, exchange.viewer(), served).await;
+            Ok(finish(&shared, &route, &exchange.view(), res))
         })
     }
 }
@@ -375,6 +390,7 @@ where
         fwd,
         request_cc,
         method: req.method().clone(),
+        generation: 0,
     };
     let (tx, mut rx) = oneshot::channel();
     tokio::spawn(fetch.run(inner, req, tx));
@@ -431,6 +447,7 @@ impl<S> CdnService<S> {
             fwd: Fwd::Stale,
             request_cc,
             method: req.method().clone(),
+            generation: 0,
         };
         let (tx, _) = oneshot::channel();
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
@@ -444,6 +461,7 @@ impl<S> CdnService<S> {
         route_index: usize,
         https: bool,
         fwd: Fwd,
+        started: Instant,
     ) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -463,25 +481,31 @@ impl<S> CdnService<S> {
             *target.headers_mut() = req.headers().clone();
             target
         });
-        let viewer_headers = req.headers().clone();
+        let exchange = OwnedExchange::of(&req, started);
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::origin(async move {
             let (mut parts, body) = req.into_parts();
             origin_request(&route, &mut parts);
+            let started = Instant::now();
             let origin = call_origin(inner, Request::from_parts(parts, body));
             let res = match tokio::time::timeout(shared.origin_timeout, origin).await {
-                Ok(Ok(res)) => res,
+                Ok(Ok(res)) => {
+                    shared.metrics.origin(started.elapsed(), false);
+                    res
+                }
                 Ok(Err(e)) => {
+                    shared.metrics.origin(started.elapsed(), true);
                     let e: BoxError = e.into();
                     tracing::warn!(error = %e, "origin request failed");
                     let res = edge_error(&shared, StatusCode::BAD_GATEWAY);
-                    return Ok(finish(&shared, &route, &viewer_headers, res));
+                    return Ok(finish(&shared, &route, &exchange.view(), res));
                 }
                 Err(_) => {
+                    shared.metrics.origin(started.elapsed(), true);
                     tracing::warn!("origin did not answer in time");
                     let res = edge_error(&shared, StatusCode::GATEWAY_TIMEOUT);
-                    return Ok(finish(&shared, &route, &viewer_headers, res));
+                    return Ok(finish(&shared, &route, &exchange.view(), res));
                 }
             };
             let res = origin_response(&route, res);
@@ -492,7 +516,7 @@ impl<S> CdnService<S> {
                 }
             }
             let res = pass_response(&shared, res, fwd);
-            Ok(finish(&shared, &route, &viewer_headers, res))
+            Ok(finish(&shared, &route, &exchange.view(), res))
         })
     }
 }

@@ -3,10 +3,14 @@
 use std::hash::{BuildHasher, Hasher};
 
 use quick_cache::sync::Cache;
-use quick_cache::{OptionsBuilder, Weighter};
+use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 
-use crate::entry::Slot;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::entry::{Object, Slot};
 use crate::key::CacheKey;
+use crate::metrics::StoreGauges;
 
 /// Weighs slots by their byte size.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,11 +47,24 @@ impl BuildHasher for KeyHasher {
     }
 }
 
+/// Counts evictions (quick_cache reports them through its lifecycle hooks).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Evictions(Arc<AtomicU64>);
+
+impl Lifecycle<CacheKey, Slot> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: CacheKey, _slot: Slot) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Byte-bounded memory store. Eviction is quick_cache's S3-FIFO-like policy; each shard
 /// holds `capacity / shards` bytes, so the largest object must fit in one shard.
 pub(crate) struct MemoryStore {
-    cache: Cache<CacheKey, Slot, SlotWeighter, KeyHasher>,
+    cache: Cache<CacheKey, Slot, SlotWeighter, KeyHasher, Evictions>,
     max_object: u64,
+    evictions: Evictions,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -76,9 +93,14 @@ impl MemoryStore {
             .shards(shards)
             .build()
             .expect("valid store options");
-        let cache = Cache::with_options(options, SlotWeighter, KeyHasher(0), Default::default());
+        let evictions = Evictions::default();
+        let cache = Cache::with_options(options, SlotWeighter, KeyHasher(0), evictions.clone());
         let max_object = max_object.min(cache.shard_capacity());
-        Self { cache, max_object }
+        Self {
+            cache,
+            max_object,
+            evictions,
+        }
     }
 
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Slot> {
@@ -91,6 +113,33 @@ impl MemoryStore {
 
     pub(crate) fn remove(&self, key: &CacheKey) -> bool {
         self.cache.remove(key).is_some()
+    }
+
+    /// Removes the object under `key` only if it is still `obj`.
+    pub(crate) fn remove_if_same(&self, key: &CacheKey, obj: &Arc<Object>) {
+        self.cache.remove_if(
+            key,
+            |slot| matches!(slot, Slot::Object(o) if Arc::ptr_eq(o, obj)),
+        );
+    }
+
+    /// Replaces the object under `key` only if it is still `obj`.
+    pub(crate) fn replace_if_same(&self, key: CacheKey, obj: &Arc<Object>, slot: Slot) {
+        if self
+            .cache
+            .remove_if(
+                &key,
+                |s| matches!(s, Slot::Object(o) if Arc::ptr_eq(o, obj)),
+            )
+            .is_some()
+        {
+            self.cache.insert(key, slot);
+        }
+    }
+
+    /// Every entry, for invalidation scans.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (CacheKey, Slot)> + '_ {
+        self.cache.iter()
     }
 
     /// The largest object, in store weight, that will be kept.
@@ -108,5 +157,14 @@ impl MemoryStore {
 
     pub(crate) fn len(&self) -> usize {
         self.cache.len()
+    }
+
+    pub(crate) fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            bytes: self.cache.weight(),
+            capacity: self.cache.capacity(),
+            entries: self.cache.len() as u64,
+            evictions: self.evictions.0.load(Ordering::Relaxed),
+        }
     }
 }

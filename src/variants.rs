@@ -97,6 +97,11 @@ pub(crate) async fn make_variant(
         with_variant(obj, enc, max)
     };
     shared.metrics.compressions.fetch_add(1, Ordering::Relaxed);
+    let input = obj.body.len() as u64;
+    shared
+        .metrics
+        .compressed_bytes_in
+        .fetch_add(input, Ordering::Relaxed);
     let made = Arc::new(built?);
     let still_stored =
         matches!(shared.store.get(&key), Some(Slot::Object(current)) if Arc::ptr_eq(&current, obj));

@@ -22,8 +22,8 @@ pub use methods::{AllowedMethods, CachedMethods};
 pub use pattern::PathPattern;
 pub(crate) use settings::Route;
 pub use settings::{
-    Behavior, OriginRequestHook, OriginRequestPolicy, OriginResponseHook, ViewerRequestHook,
-    ViewerResponseHook, ViewerTls,
+    Behavior, ClientAddr, OriginRequestHook, OriginRequestPolicy, OriginResponseHook,
+    ViewerRequestHook, ViewerResponseHook, ViewerTls,
 };
 pub use viewer::ViewerProtocolPolicy;
 

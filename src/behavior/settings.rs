@@ -198,6 +198,11 @@ impl Behavior {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewerTls;
 
+/// A request extension with the viewer's address, for the access log and per-client
+/// rules. A server sets it from the connection (or from trusted forwarding headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// A behavior bound to its path pattern (none for the default behavior), resolved for
 /// serving.
 #[derive(Debug)]
