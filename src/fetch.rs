@@ -325,7 +325,7 @@ impl Fetch {
             }
         }
         fill.finish(End::Complete);
-        self.shared.metrics.from_origin(received);
+        self.shared.metrics.add_origin_bytes(received);
         if let Some(body) = keeping.then(|| fill.body()).flatten() {
             let compressible = plan.compressible
                 && match plan.coding {

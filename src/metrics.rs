@@ -52,11 +52,11 @@ impl Metrics {
         add(counter, 1);
     }
 
-    pub(crate) fn from_cache(&self, bytes: u64) {
+    pub(crate) fn add_cache_bytes(&self, bytes: u64) {
         add(&self.bytes_from_cache, bytes);
     }
 
-    pub(crate) fn from_origin(&self, bytes: u64) {
+    pub(crate) fn add_origin_bytes(&self, bytes: u64) {
         add(&self.bytes_from_origin, bytes);
     }
 

@@ -245,7 +245,7 @@ pub(crate) fn object_response<B>(
         outcome,
         cache_status,
     );
-    metrics.from_cache(res.body().stored_len());
+    metrics.add_cache_bytes(res.body().stored_len());
     res
 }
 
@@ -341,7 +341,7 @@ pub(crate) fn pass_response<B>(
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    shared.metrics.from_origin(declared.unwrap_or(0));
+    shared.metrics.add_origin_bytes(declared.unwrap_or(0));
     let status = res.status().as_u16();
     let headers = res.headers_mut();
     headers.insert(X_CACHE.clone(), shared.x_cache.miss.clone());

@@ -208,7 +208,7 @@ where
                     }
                 };
                 if let Some(served) = served {
-                    let future = self.hit(&req, route_index, key, &obj, served, now, started);
+                    let future = self.hit(&req, route_index, key, &obj, served, (now, started));
                     if served == Served::WhileRevalidating {
                         self.refresh_in_background(req, route_index, primary, key, obj, cc);
                     }
@@ -275,8 +275,7 @@ impl<S> CdnService<S> {
         key: CacheKey,
         obj: &Arc<Object>,
         served: Served,
-        now: SystemTime,
-        started: Instant,
+        (now, started): (SystemTime, Instant),
     ) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>>,

@@ -85,7 +85,9 @@ mod tests {
 
     #[test]
     fn rejects_other_alphabets_and_junk() {
-        for junk in ["+/+/", "-~-~~g==", "ab cd", "a", "====", "!!!!", "ab\ncd", "é"] {
+        for junk in [
+            "+/+/", "-~-~~g==", "ab cd", "a", "====", "!!!!", "ab\ncd", "é",
+        ] {
             assert_eq!(decode(junk), None, "{junk:?}");
         }
         assert_eq!(decode(""), Some(Vec::new()));

@@ -97,7 +97,9 @@ impl VerifyingKey {
                 mac.verify_slice(signature).is_ok()
             }
             #[cfg(feature = "cloudfront-compat")]
-            Verifier::RsaSha1(key) => key.pkcs1v15_verify::<sha1::Sha1>(message, signature).is_ok(),
+            Verifier::RsaSha1(key) => key
+                .pkcs1v15_verify::<sha1::Sha1>(message, signature)
+                .is_ok(),
         };
         if ok {
             Ok(())
@@ -268,7 +270,11 @@ impl KeyGroup {
     }
 
     /// Adds `key` under `id`, for chaining.
-    pub fn with_key(mut self, id: impl Into<String>, key: VerifyingKey) -> Result<Self, SigningError> {
+    pub fn with_key(
+        mut self,
+        id: impl Into<String>,
+        key: VerifyingKey,
+    ) -> Result<Self, SigningError> {
         self.insert(id, key)?;
         Ok(self)
     }
@@ -295,6 +301,14 @@ impl KeyGroup {
     /// The key under `id`.
     pub fn get(&self, id: &str) -> Option<&VerifyingKey> {
         self.keys.iter().find(|(k, _)| k == id).map(|(_, key)| key)
+    }
+
+    /// The key under `id`, with the id as the group holds it.
+    pub(super) fn entry(&self, id: &str) -> Option<(&str, &VerifyingKey)> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(k, key)| (k.as_str(), key))
     }
 
     /// The ids, in insertion order.
@@ -335,10 +349,15 @@ mod tests {
         assert_eq!(sig.len(), 64);
         assert_eq!(verifying.verify(b"hello", &sig), Ok(()));
         assert_eq!(verifying.verify(b"hellO", &sig), Err(Denied::BadSignature));
-        assert_eq!(verifying.verify(b"hello", &sig[..63]), Err(Denied::BadSignature));
+        assert_eq!(
+            verifying.verify(b"hello", &sig[..63]),
+            Err(Denied::BadSignature)
+        );
         assert_eq!(verifying.verify(b"hello", &[]), Err(Denied::BadSignature));
         // The public bytes round-trip through the public constructor.
-        let Verifier::Ed25519(public) = &verifying.inner else { unreachable!() };
+        let Verifier::Ed25519(public) = &verifying.inner else {
+            unreachable!()
+        };
         let rebuilt = VerifyingKey::ed25519(public.as_bytes()).unwrap();
         assert_eq!(rebuilt.verify(b"hello", &sig), Ok(()));
     }
@@ -352,21 +371,39 @@ mod tests {
         assert_eq!(sig.len(), 32);
         assert_eq!(verifying.verify(b"hello", &sig), Ok(()));
         assert_eq!(verifying.verify(b"hellO", &sig), Err(Denied::BadSignature));
-        assert_eq!(verifying.verify(b"hello", &sig[..16]), Err(Denied::BadSignature));
+        assert_eq!(
+            verifying.verify(b"hello", &sig[..16]),
+            Err(Denied::BadSignature)
+        );
         let other = VerifyingKey::hmac_sha256(b"another secret of enough length").unwrap();
         assert_eq!(other.verify(b"hello", &sig), Err(Denied::BadSignature));
     }
 
     #[test]
     fn bad_keys_are_refused() {
-        assert!(matches!(VerifyingKey::ed25519(&[1; 31]), Err(SigningError::BadKey(_))));
-        assert!(matches!(SigningKey::ed25519(&[1; 33]), Err(SigningError::BadKey(_))));
+        assert!(matches!(
+            VerifyingKey::ed25519(&[1; 31]),
+            Err(SigningError::BadKey(_))
+        ));
+        assert!(matches!(
+            SigningKey::ed25519(&[1; 33]),
+            Err(SigningError::BadKey(_))
+        ));
         // The identity point is a small-order key.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(matches!(VerifyingKey::ed25519(&identity), Err(SigningError::BadKey(_))));
-        assert_eq!(VerifyingKey::hmac_sha256(b"short").unwrap_err(), SigningError::WeakSecret);
-        assert_eq!(SigningKey::hmac_sha256(b"").unwrap_err(), SigningError::WeakSecret);
+        assert!(matches!(
+            VerifyingKey::ed25519(&identity),
+            Err(SigningError::BadKey(_))
+        ));
+        assert_eq!(
+            VerifyingKey::hmac_sha256(b"short").unwrap_err(),
+            SigningError::WeakSecret
+        );
+        assert_eq!(
+            SigningKey::hmac_sha256(b"").unwrap_err(),
+            SigningError::WeakSecret
+        );
     }
 
     #[test]
@@ -375,7 +412,10 @@ mod tests {
         let group = KeyGroup::new().with_key("k1", key.verifying_key()).unwrap();
         let text = format!("{key:?} {:?} {group:?}", key.verifying_key());
         assert!(!text.contains("super"), "{text}");
-        assert!(text.contains("hmac-sha256") && text.contains("k1"), "{text}");
+        assert!(
+            text.contains("hmac-sha256") && text.contains("k1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -391,8 +431,19 @@ mod tests {
             group.insert("old", key.clone()),
             Err(SigningError::DuplicateKeyId("old".into()))
         );
-        for bad in ["", "a b", "a&b", "a=b", "a;b", "é", &"k".repeat(MAX_KEY_ID_LEN + 1)] {
-            assert!(matches!(group.insert(bad, key.clone()), Err(SigningError::BadKeyId(_))));
+        for bad in [
+            "",
+            "a b",
+            "a&b",
+            "a=b",
+            "a;b",
+            "é",
+            &"k".repeat(MAX_KEY_ID_LEN + 1),
+        ] {
+            assert!(matches!(
+                group.insert(bad, key.clone()),
+                Err(SigningError::BadKeyId(_))
+            ));
         }
         assert!(group.insert("K2JCJMDEHXQW5F.v_2~", key).is_ok());
         assert!(group.remove("old").is_some());
