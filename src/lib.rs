@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 mod behavior;
 mod body;
 mod clock;

@@ -334,9 +334,10 @@ pub(crate) fn pass_response<B>(
     shared: &Shared,
     res: Response<B>,
     fwd: Fwd,
+    counted_as: CacheStatus,
 ) -> Response<CdnBody<B>> {
     let mut res = res.map(CdnBody::origin);
-    shared.metrics.served(CacheStatus::Pass);
+    shared.metrics.served(counted_as);
     let declared = res
         .headers()
         .get(CONTENT_LENGTH)

@@ -24,6 +24,7 @@ use crate::respond::{
     serve_object, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
+use crate::status::CacheStatus;
 use crate::BoxError;
 
 /// The service [`CdnLayer`](crate::CdnLayer) wraps around an origin service.
@@ -408,7 +409,8 @@ where
         Ok(Fetched::StaleOnError(obj)) => {
             serve_object(shared, key, &obj, viewer, Served::OnError).await
         }
-        Ok(Fetched::Pass(res, fwd)) => pass_response(shared, res, fwd),
+        // Looked up and missed; the answer turned out not to be storable.
+        Ok(Fetched::Pass(res, fwd)) => pass_response(shared, res, fwd, CacheStatus::Miss),
         Ok(Fetched::Edge(status)) => edge_error(shared, status),
         Err(_) => edge_error(shared, StatusCode::BAD_GATEWAY),
     }
@@ -514,7 +516,7 @@ impl<S> CdnService<S> {
                     invalidate(&shared, target, https, res.headers());
                 }
             }
-            let res = pass_response(&shared, res, fwd);
+            let res = pass_response(&shared, res, fwd, CacheStatus::Pass);
             Ok(finish(&shared, &route, &exchange.view(), res))
         })
     }
