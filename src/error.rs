@@ -35,6 +35,8 @@ pub enum ConfigError {
     Behavior(BehaviorError),
     /// The default root object is not a relative path (e.g. `index.html`).
     DefaultRootObject(String),
+    /// A trusted proxy range is not a CIDR range.
+    TrustedProxy(String),
 }
 
 impl From<BehaviorError> for ConfigError {
@@ -68,6 +70,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "cache name must be a visible ASCII token (got {v:?})")
             }
             ConfigError::Behavior(e) => write!(f, "invalid behavior: {e}"),
+            ConfigError::TrustedProxy(v) => {
+                write!(f, "trusted proxy must be a CIDR range like 10.0.0.0/8 (got {v:?})")
+            }
             ConfigError::DefaultRootObject(v) => {
                 write!(f, "default root object must be a relative path like index.html (got {v:?})")
             }

@@ -15,6 +15,7 @@ use crate::error::ConfigError;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::purge::{self, Purge};
 use crate::service::CdnService;
+use crate::signing::IpRange;
 use crate::status::CacheStatus;
 use crate::store::MemoryStore;
 
@@ -103,6 +104,7 @@ pub struct CdnLayerBuilder {
     default_behavior: Behavior,
     behaviors: Vec<(String, Behavior)>,
     trust_forwarded: bool,
+    trusted_proxies: Vec<String>,
     default_root_object: Option<String>,
     cache_name: String,
     clock: Arc<dyn Clock>,
@@ -125,6 +127,7 @@ impl Default for CdnLayerBuilder {
             default_behavior: Behavior::new(),
             behaviors: Vec::new(),
             trust_forwarded: false,
+            trusted_proxies: Vec::new(),
             default_root_object: None,
             cache_name: "tower-cdn".to_owned(),
             clock: Arc::new(SystemClock),
@@ -178,6 +181,18 @@ impl CdnLayerBuilder {
     /// proxy in front of the edge terminates TLS and overwrites them; default off).
     pub fn trust_forwarded_proto(mut self, trust: bool) -> Self {
         self.trust_forwarded = trust;
+        self
+    }
+
+    /// Proxies (CIDR ranges such as `10.0.0.0/8`) whose `X-Forwarded-For` says who the
+    /// viewer is, for signed-URL IP conditions, rate limits and logs. None by default: the
+    /// connection's address ([`ClientAddr`](crate::ClientAddr)) is the viewer.
+    pub fn trusted_proxies<I, T>(mut self, ranges: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.trusted_proxies = ranges.into_iter().map(Into::into).collect();
         self
     }
 
@@ -295,6 +310,11 @@ impl CdnLayerBuilder {
             routes.push(Arc::new(route(Some(pattern), behavior, self.compress)?));
         }
         routes.push(Arc::new(route(None, self.default_behavior, self.compress)?));
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|r| IpRange::parse(r).ok_or_else(|| ConfigError::TrustedProxy(r.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(object) = &self.default_root_object {
             if object.is_empty() || object.starts_with('/') || object.parse::<http::Uri>().is_err()
             {
@@ -321,6 +341,7 @@ impl CdnLayerBuilder {
             shared: Arc::new(Shared {
                 routes,
                 trust_forwarded: self.trust_forwarded,
+                trusted_proxies,
                 default_root_object: self.default_root_object.map(|o| format!("/{o}")),
                 max_object_size: self.max_object_size.min(store.max_object()),
                 store,
@@ -379,6 +400,7 @@ pub(crate) struct Shared {
     /// Behaviors in order, the default last.
     pub(crate) routes: Vec<Arc<Route>>,
     pub(crate) trust_forwarded: bool,
+    pub(crate) trusted_proxies: Vec<IpRange>,
     pub(crate) default_root_object: Option<String>,
     pub(crate) max_object_size: u64,
     pub(crate) store: MemoryStore,

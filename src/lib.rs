@@ -6,6 +6,7 @@
 pub mod admin;
 mod behavior;
 mod body;
+mod client;
 mod clock;
 mod collapse;
 mod config;
@@ -24,6 +25,7 @@ mod rfc;
 #[cfg(feature = "server")]
 pub mod server;
 mod service;
+pub mod signing;
 mod status;
 mod store;
 mod variants;

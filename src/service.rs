@@ -6,13 +6,14 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LOCATION, HOST, LOCATION};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
 use crate::behavior::{viewer_protocol, viewer_scheme_is_https, Route, ViewerTls};
 use crate::body::CdnBody;
+use crate::client::client_ip;
 use crate::collapse::{follow, FlightState, Join};
 use crate::entry::{Object, Pick, Slot};
 use crate::fetch::{call_origin, origin_request, origin_response, Fetch, Fetched};
@@ -24,6 +25,7 @@ use crate::respond::{
     serve_object, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
+use crate::signing::{self, KeyGroup};
 use crate::status::CacheStatus;
 use crate::BoxError;
 
@@ -174,6 +176,16 @@ where
                 res,
             ));
         }
+        if let Some(group) = &behavior.trusted_keys {
+            let skew = behavior.clock_skew;
+            if let Err(denied) = check_signature(&self.shared, group, skew, https, &mut req) {
+                let res = denied_response(&self.shared, denied);
+                let exchange = Exchange::of(&req, started);
+                return ResponseFuture::ready(finish(&self.shared, route, &exchange, res));
+            }
+        }
+        let behavior = &route.behavior;
+        let method = req.method();
         let head = match *method {
             Method::GET => false,
             Method::HEAD => true,
@@ -306,18 +318,113 @@ impl<S> CdnService<S> {
     }
 }
 
+/// Verifies a signed URL or signed cookies; on success removes the signing parameters and
+/// cookies, so the cache key and the origin never see them.
+fn check_signature<B>(
+    shared: &Shared,
+    group: &KeyGroup,
+    skew: std::time::Duration,
+    https: bool,
+    req: &mut Request<B>,
+) -> Result<(), signing::Denied> {
+    let uri = req.uri();
+    let authority = String::from_utf8_lossy(host_of(uri, req.headers())).into_owned();
+    let url = signing::resource_url(
+        if https { "https" } else { "http" },
+        &authority,
+        uri.path(),
+        uri.query(),
+    );
+    let now = shared
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let client = client_ip(req, &shared.trusted_proxies);
+    match signing::verify(
+        group,
+        &url,
+        uri.query(),
+        req.headers(),
+        client,
+        now,
+        skew.as_secs(),
+    ) {
+        Ok(verified) => {
+            tracing::debug!(
+                key_id = verified.key_id,
+                cookies = verified.from_cookies,
+                "signature accepted"
+            );
+            strip_signing(req);
+            Ok(())
+        }
+        Err(denied) => {
+            tracing::info!(reason = denied.as_str(), path = %uri.path(), "signed request denied");
+            Err(denied)
+        }
+    }
+}
+
+/// The `403` for a request whose signature was refused: a short reason, or one shared text
+/// for every cause that could reveal something about the keys.
+fn denied_response<B>(shared: &Shared, denied: signing::Denied) -> Response<CdnBody<B>> {
+    let mut res = edge_error(shared, StatusCode::FORBIDDEN);
+    *res.body_mut() = CdnBody::full(Bytes::from(format!("{}\n", denied.public_message())));
+    let cache_status = format!("{}; fwd=miss; detail=denied", shared.cache_name);
+    if let Ok(v) = HeaderValue::try_from(cache_status) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("cache-status"), v);
+    }
+    res
+}
+
+/// Removes the signing query parameters and CloudFront signing cookies from a request.
+fn strip_signing<B>(req: &mut Request<B>) {
+    if let Some(query) = req.uri().query() {
+        let stripped = signing::strip_signing_params(query);
+        if stripped.len() != query.len() {
+            let path = req.uri().path();
+            let pq = if stripped.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{stripped}")
+            };
+            set_path_and_query(req, &pq);
+        }
+    }
+    let cookies: Vec<String> = req
+        .headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with("CloudFront-"))
+        .map(str::to_owned)
+        .collect();
+    if req.headers().contains_key(http::header::COOKIE) {
+        req.headers_mut().remove(http::header::COOKIE);
+        if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
+            if !cookies.is_empty() {
+                req.headers_mut().insert(http::header::COOKIE, v);
+            }
+        }
+    }
+}
+
 /// Replaces the path of the request's URI, keeping its query.
 fn rewrite_path<B>(req: &mut Request<B>, path: &str) {
-    let mut parts = req.uri().clone().into_parts();
-    let query = parts
-        .path_and_query
-        .as_ref()
-        .and_then(|pq| pq.query())
-        .map(str::to_owned);
-    let pq = match query {
+    let pq = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
+    set_path_and_query(req, &pq);
+}
+
+/// Replaces the path and query of the request's URI; an invalid one leaves it unchanged.
+fn set_path_and_query<B>(req: &mut Request<B>, pq: &str) {
+    let mut parts = req.uri().clone().into_parts();
     if let Ok(pq) = pq.parse() {
         parts.path_and_query = Some(pq);
         if let Ok(uri) = Uri::from_parts(parts) {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{request, response, Response};
@@ -11,6 +12,7 @@ use super::{
     ViewerProtocolPolicy,
 };
 use crate::config::CachePolicy;
+use crate::signing::KeyGroup;
 
 /// A viewer-request hook: may rewrite the request (URI, headers) or answer it directly.
 pub type ViewerRequestHook =
@@ -96,6 +98,8 @@ pub struct Behavior {
     pub(crate) compress: Option<bool>,
     pub(crate) response_headers: Option<ResponseHeadersPolicy>,
     pub(crate) hooks: Hooks,
+    pub(crate) trusted_keys: Option<Arc<KeyGroup>>,
+    pub(crate) clock_skew: Duration,
 }
 
 impl Behavior {
@@ -149,6 +153,20 @@ impl Behavior {
     /// Headers set on every response, hits included.
     pub fn response_headers_policy(mut self, policy: ResponseHeadersPolicy) -> Self {
         self.response_headers = Some(policy);
+        self
+    }
+
+    /// Serves only viewers with a valid signed URL or signed cookies made with a key of
+    /// `group` (CloudFront's trusted key groups). Others get `403` before the cache is
+    /// consulted; the signing parameters never reach the cache key or the origin.
+    pub fn trusted_key_group(mut self, group: KeyGroup) -> Self {
+        self.trusted_keys = Some(Arc::new(group));
+        self
+    }
+
+    /// How much clock difference signed URLs are forgiven at either end (default 0).
+    pub fn clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
         self
     }
 

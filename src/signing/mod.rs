@@ -57,6 +57,7 @@ use http::HeaderMap;
 pub use error::{Denied, SigningError};
 pub use keys::{KeyGroup, SigningKey, VerifyingKey};
 pub(crate) use params::strip_signing_params;
+pub(crate) use policy::IpRange;
 pub use policy::{CustomPolicy, CustomPolicyBuilder};
 pub use signer::Signer;
 

@@ -59,7 +59,7 @@ pub(super) fn wildcard_match(pattern: &str, text: &str) -> bool {
 
 /// An IPv4 or IPv6 CIDR range, host bits cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct IpRange {
+pub(crate) struct IpRange {
     network: IpAddr,
     prefix: u8,
 }
@@ -67,7 +67,7 @@ pub(super) struct IpRange {
 impl IpRange {
     /// `192.0.2.0/24`, `2001:db8::/32`, or a bare address (a /32 or /128). Host bits are
     /// cleared, as CloudFront does.
-    pub(super) fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
@@ -90,7 +90,7 @@ impl IpRange {
 
     /// Whether `ip` is in the range; an IPv4-mapped IPv6 client (`::ffff:a.b.c.d`) counts as
     /// its IPv4 address.
-    pub(super) fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 u32::from(ip) & mask32(self.prefix) == u32::from(net)

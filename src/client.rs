@@ -1,0 +1,70 @@
+//! Who the viewer is: its address from the connection, or from `X-Forwarded-For` when the
+//! hop that sent it is a proxy the operator trusts.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, Request};
+
+use crate::behavior::ClientAddr;
+use crate::signing::IpRange;
+
+/// The most `X-Forwarded-For` entries walked.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// The viewer's address: the connection's ([`ClientAddr`]); when that is a trusted proxy,
+/// the right-most `X-Forwarded-For` entry that is not a trusted proxy itself. Never trusted
+/// by default: with no trusted proxies, forwarding headers are ignored.
+pub(crate) fn client_ip<B>(req: &Request<B>, trusted: &[IpRange]) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ClientAddr>()?.0.ip();
+    if trusted.is_empty() || !trusted.iter().any(|r| r.contains(peer)) {
+        return Some(peer);
+    }
+    forwarded_for(req.headers())
+        .take(MAX_FORWARDED_HOPS)
+        .find(|ip| !trusted.iter().any(|r| r.contains(*ip)))
+        .or(Some(peer))
+}
+
+/// `X-Forwarded-For` entries, right-most (nearest) first; unparsable ones end the walk.
+fn forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = IpAddr> + '_ {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries.into_iter().rev().map_while(|e| e.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn req(peer: &str, xff: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        r.extensions_mut()
+            .insert(ClientAddr(SocketAddr::new(peer.parse().unwrap(), 1)));
+        if let Some(x) = xff {
+            r.headers_mut()
+                .insert("x-forwarded-for", x.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn forwarding_headers_count_only_from_trusted_proxies() {
+        let trusted = [IpRange::parse("10.0.0.0/8").unwrap()];
+        let spoofed = req("203.0.113.9", Some("1.2.3.4"));
+        assert_eq!(client_ip(&spoofed, &trusted), "203.0.113.9".parse().ok());
+        let proxied = req("10.0.0.2", Some("1.2.3.4, 198.51.100.7, 10.0.0.5"));
+        assert_eq!(client_ip(&proxied, &trusted), "198.51.100.7".parse().ok());
+        assert_eq!(
+            client_ip(&proxied, &[]),
+            "10.0.0.2".parse().ok(),
+            "nothing trusted by default"
+        );
+        assert_eq!(client_ip(&Request::new(()), &trusted), None);
+    }
+}
