@@ -15,6 +15,7 @@ mod future;
 mod key;
 mod layer;
 mod metrics;
+mod origin_group;
 mod respond;
 mod rfc;
 #[cfg(feature = "server")]
@@ -23,6 +24,7 @@ mod service;
 mod status;
 mod store;
 mod variants;
+mod viewer;
 
 pub use body::CdnBody;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -32,8 +34,13 @@ pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::{CdnLayer, CdnLayerBuilder};
 pub use metrics::MetricsSnapshot;
+pub use origin_group::{
+    OriginGroup, OriginGroupBuilder, OriginGroupFuture, OriginGroupMetrics, OriginTimedOut,
+    OriginUsed,
+};
 pub use service::CdnService;
 pub use status::{CacheStatus, NoStoreReason};
+pub use viewer::ViewerTls;
 
 /// The error type of response bodies: the origin body's error, or a failed fill.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
