@@ -19,6 +19,7 @@ mod future;
 mod key;
 mod layer;
 mod metrics;
+mod origin_group;
 mod purge;
 mod respond;
 mod rfc;
@@ -45,6 +46,10 @@ pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::{CdnLayer, CdnLayerBuilder};
 pub use metrics::MetricsSnapshot;
+pub use origin_group::{
+    OriginGroup, OriginGroupBuilder, OriginGroupFuture, OriginGroupMetrics, OriginTimedOut,
+    OriginUsed,
+};
 pub use purge::Purge;
 pub use service::CdnService;
 pub use status::{CacheStatus, NoStoreReason};

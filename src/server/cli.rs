@@ -22,13 +22,37 @@ use super::{
                        (origin_timeout = \"10s\"); flags override the file."
 )]
 pub struct Cli {
-    /// Origin to proxy to, as http://host:port [default: the built-in demo site].
+    /// Origin to proxy to, as http://host:port or https://host:port [default: the built-in demo site].
     #[arg(long, value_name = "URL", value_parser = parse_origin)]
     pub origin: Option<Uri>,
 
     /// Address to accept viewers on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Address to also accept viewers on over HTTPS [default: none].
+    ///
+    /// Without --tls-cert and --tls-key, a self-signed certificate for localhost is
+    /// generated at start, for local use.
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for the HTTPS listener, leaf first.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for the HTTPS listener's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file of certificate authorities to trust for an https origin, instead of the
+    /// built-in Mozilla roots.
+    #[arg(long, value_name = "FILE")]
+    pub origin_ca: Option<PathBuf>,
+
+    /// Largest request body forwarded to the origin, in bytes; larger ones get 413 [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_body: Option<u64>,
 
     /// TOML file with settings (origin, listen, max_bytes, ...); flags override it.
     #[arg(long, value_name = "FILE")]
@@ -69,6 +93,11 @@ impl Cli {
         let flags = ConfigLayer {
             origin: self.origin,
             listen: self.listen,
+            https_listen: self.https_listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            origin_ca: self.origin_ca,
+            max_request_body: self.max_request_body,
             admin_listen: self.admin_listen,
             max_bytes: self.max_bytes,
             host_header: self.host_header,
@@ -112,6 +141,29 @@ mod tests {
 
     #[test]
     fn bad_origin_flag_is_rejected() {
-        assert!(Cli::try_parse_from(["tower-cdn", "--origin", "https://x"]).is_err());
+        assert!(Cli::try_parse_from(["tower-cdn", "--origin", "ftp://x"]).is_err());
+        assert!(Cli::try_parse_from(["tower-cdn", "--origin", "https://x"]).is_ok());
+    }
+
+    #[test]
+    fn tls_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tower-cdn",
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--origin-ca",
+            "ca.pem",
+            "--max-request-body",
+            "1048576",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.https_listen, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(config.tls_cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(config.max_request_body, Some(1_048_576));
     }
 }

@@ -1,6 +1,6 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -18,8 +18,23 @@ use super::ServerError;
 pub struct ServerConfig {
     /// Where the edge accepts viewers (default `127.0.0.1:8080`; port 0 picks a free one).
     pub listen: SocketAddr,
-    /// The `http://host:port` origin to proxy to; `None` serves the built-in demo site.
+    /// Where the edge also accepts viewers over HTTPS, if anywhere. Without
+    /// [`tls_cert`](Self::tls_cert) and [`tls_key`](Self::tls_key) the server generates a
+    /// self-signed certificate for `localhost` and loopback addresses at start, for local use.
+    pub https_listen: Option<SocketAddr>,
+    /// PEM file with the HTTPS listener's certificate chain, leaf first.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of [`tls_cert`](Self::tls_cert) (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// The `http://host:port` or `https://host:port` origin to proxy to; `None` serves the
+    /// built-in demo site.
     pub origin: Option<Uri>,
+    /// PEM file with the certificate authorities trusted for an `https://` origin, replacing
+    /// the built-in Mozilla root store (for origins with a private or self-signed certificate).
+    pub origin_ca: Option<PathBuf>,
+    /// Largest request body forwarded to the origin, in bytes; larger ones are answered with
+    /// 413. `None` (the default) forwards bodies of any size.
+    pub max_request_body: Option<u64>,
     /// Which `Host` header the origin receives.
     pub host_header: HostHeader,
     /// How long the origin may take to send response headers before the viewer gets a 504.
@@ -38,7 +53,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            https_listen: None,
+            tls_cert: None,
+            tls_key: None,
             origin: None,
+            origin_ca: None,
+            max_request_body: None,
             host_header: HostHeader::Viewer,
             origin_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
@@ -61,8 +81,8 @@ pub enum HostHeader {
     Origin,
 }
 
-/// Parses and checks an origin URL: `http://` with a host, and no path or query
-/// because the viewer's path and query are what get forwarded.
+/// Parses and checks an origin URL: `http://` or `https://` with a host, and no path or
+/// query because the viewer's path and query are what get forwarded.
 pub(crate) fn parse_origin(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
@@ -74,13 +94,8 @@ pub(crate) fn parse_origin(text: &str) -> Result<Uri, String> {
 /// The checks of [`parse_origin`], also applied to a [`ServerConfig`] built in code.
 pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
     match uri.scheme() {
-        Some(scheme) if *scheme == Scheme::HTTP => {}
-        Some(scheme) if *scheme == Scheme::HTTPS => {
-            return Err(format!(
-                "`{uri}`: https origins are not supported yet (the origin client has no TLS)"
-            ))
-        }
-        _ => return Err(format!("`{uri}` must start with http://")),
+        Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => {}
+        _ => return Err(format!("`{uri}` must start with http:// or https://")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{uri}` has no host"));
@@ -124,6 +139,12 @@ pub(crate) struct ConfigLayer {
     #[serde(deserialize_with = "de_socket_addr")]
     pub(crate) listen: Option<SocketAddr>,
     #[serde(deserialize_with = "de_socket_addr")]
+    pub(crate) https_listen: Option<SocketAddr>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) origin_ca: Option<PathBuf>,
+    pub(crate) max_request_body: Option<u64>,
+    #[serde(deserialize_with = "de_socket_addr")]
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) host_header: Option<HostHeader>,
@@ -157,6 +178,11 @@ impl ConfigLayer {
         Self {
             origin: self.origin.or(lower.origin),
             listen: self.listen.or(lower.listen),
+            https_listen: self.https_listen.or(lower.https_listen),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            origin_ca: self.origin_ca.or(lower.origin_ca),
+            max_request_body: self.max_request_body.or(lower.max_request_body),
             admin_listen: self.admin_listen.or(lower.admin_listen),
             max_bytes: self.max_bytes.or(lower.max_bytes),
             host_header: self.host_header.or(lower.host_header),
@@ -171,7 +197,12 @@ impl ConfigLayer {
         let default = ServerConfig::default();
         ServerConfig {
             listen: self.listen.unwrap_or(default.listen),
+            https_listen: self.https_listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
             origin: self.origin,
+            origin_ca: self.origin_ca,
+            max_request_body: self.max_request_body,
             host_header: self.host_header.unwrap_or(default.host_header),
             origin_timeout: self.origin_timeout.unwrap_or(default.origin_timeout),
             connect_timeout: self.connect_timeout.unwrap_or(default.connect_timeout),
@@ -228,7 +259,8 @@ mod tests {
     fn origins() {
         assert!(parse_origin("http://127.0.0.1:9000").is_ok());
         assert!(parse_origin("http://origin.example/").is_ok());
-        assert!(parse_origin("https://origin.example").is_err());
+        assert!(parse_origin("https://origin.example").is_ok());
+        assert!(parse_origin("ftp://origin.example").is_err());
         assert!(parse_origin("origin.example:80").is_err());
         assert!(parse_origin("http://origin.example/app").is_err());
     }
@@ -248,6 +280,22 @@ mod tests {
         assert_eq!(config.origin.unwrap(), "http://127.0.0.1:9000");
         assert_eq!(config.max_bytes, Some(1_048_576));
         assert_eq!(config.origin_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn tls_settings_from_the_file() {
+        let config = ConfigLayer::from_toml(
+            "https_listen = \"127.0.0.1:8443\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\
+             origin = \"https://origin.example\"\norigin_ca = \"ca.pem\"\n\
+             max_request_body = 1024\n",
+        )
+        .unwrap()
+        .resolve();
+        assert_eq!(config.https_listen, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(config.tls_cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("key.pem")));
+        assert_eq!(config.origin_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(config.max_request_body, Some(1024));
     }
 
     #[test]

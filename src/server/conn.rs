@@ -1,8 +1,8 @@
-//! Accepting TCP connections and serving HTTP/1 and HTTP/2 on them until shutdown.
+//! Accepting TCP (and TLS) connections and serving HTTP/1 and HTTP/2 on them until shutdown.
 
 use std::{
     convert::Infallible,
-    future::Future,
+    future::{poll_fn, Future},
     io,
     net::SocketAddr,
     pin::pin,
@@ -11,27 +11,53 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{
+    header,
+    uri::{Authority, PathAndQuery, Scheme},
+    HeaderMap, Method, Request, Response, Uri,
+};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
-use crate::BoxError;
+use crate::{BoxError, ClientAddr, ViewerTls};
+
+/// How long a viewer has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The viewer's socket address, put into every request's extensions by the
 /// server so that the proxy can name the viewer in `X-Forwarded-For`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Serves `service` on every connection `listener` accepts until `shutdown`
+/// A bound socket, and the TLS it speaks if it is an HTTPS listener.
+pub(crate) struct Listener {
+    pub(crate) tcp: TcpListener,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+impl Listener {
+    pub(crate) fn plain(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// Serves `service` on every connection the listeners accept until `shutdown`
 /// completes, then lets in-flight requests finish for up to `drain_timeout`.
 pub(crate) async fn serve_connections<S, B>(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     service: S,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
@@ -47,26 +73,58 @@ pub(crate) async fn serve_connections<S, B>(
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
+    // Which listener is polled first turns round, so a busy one cannot starve the other.
+    let mut first = 0;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            (index, accepted) = accept_any(&listeners, &mut first) => match accepted {
                 Ok((stream, peer)) => {
-                    let service = WithPeer { inner: service.clone(), peer };
-                    spawn_connection(&builder, &graceful, stream, service);
+                    let tls = listeners[index].tls.clone();
+                    let service = WithConnection {
+                        inner: service.clone(),
+                        peer,
+                        tls: tls.is_some(),
+                    };
+                    let watcher = graceful.watcher();
+                    match tls {
+                        None => spawn_connection(&builder, watcher, stream, service),
+                        Some(acceptor) => {
+                            spawn_tls_connection(&builder, watcher, acceptor, stream, service);
+                        }
+                    }
                 }
                 Err(err) => back_off(err).await,
             },
         }
     }
     // Closed first so that new viewers are refused at once rather than left waiting.
-    drop(listener);
+    drop(listeners);
     if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("requests still running after {drain_timeout:?}; stopping anyway");
     }
+}
+
+/// The next connection on any of `listeners`, and the index of the listener.
+async fn accept_any(
+    listeners: &[Listener],
+    first: &mut usize,
+) -> (usize, io::Result<(TcpStream, SocketAddr)>) {
+    poll_fn(|cx| {
+        let count = listeners.len();
+        for offset in 0..count {
+            let index = (*first + offset) % count;
+            if let Poll::Ready(accepted) = listeners[index].tcp.poll_accept(cx) {
+                *first = (index + 1) % count;
+                return Poll::Ready((index, accepted));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn connection_builder() -> auto::Builder<TokioExecutor> {
@@ -78,9 +136,40 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-fn spawn_connection<S, B>(
+fn spawn_connection<S, B, I>(
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
+    stream: I,
+    service: S,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // With upgrades, so that WebSocket handshakes can take the connection over.
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+        .into_owned();
+    let connection = watcher.watch(connection);
+    tokio::spawn(async move {
+        // Viewers going away mid-request is routine for a server, hence debug.
+        if let Err(err) = connection.await {
+            tracing::debug!("connection ended with an error: {err}");
+        }
+    });
+}
+
+/// Completes the TLS handshake on its own task, so that a slow viewer does not hold up
+/// the accept loop, then serves the connection like a plain one.
+fn spawn_tls_connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    acceptor: TlsAcceptor,
     stream: TcpStream,
     service: S,
 ) where
@@ -92,14 +181,12 @@ fn spawn_connection<S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-        .into_owned();
-    let connection = graceful.watch(connection);
+    let builder = builder.clone();
     tokio::spawn(async move {
-        // Viewers going away mid-request is routine for a server, hence debug.
-        if let Err(err) = connection.await {
-            tracing::debug!("connection ended with an error: {err}");
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => spawn_connection(&builder, watcher, stream, service),
+            Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
+            Err(_) => tracing::debug!("TLS handshake not done in {TLS_HANDSHAKE_TIMEOUT:?}"),
         }
     });
 }
@@ -111,14 +198,16 @@ async fn back_off(err: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Puts the connection's [`PeerAddr`] into each request.
+/// Records on each request what the connection says about the viewer: its [`PeerAddr`],
+/// [`ViewerTls`] for HTTPS, and the scheme in the request URI.
 #[derive(Clone, Debug)]
-struct WithPeer<S> {
+struct WithConnection<S> {
     inner: S,
     peer: SocketAddr,
+    tls: bool,
 }
 
-impl<S, B> Service<Request<B>> for WithPeer<S>
+impl<S, B> Service<Request<B>> for WithConnection<S>
 where
     S: Service<Request<B>>,
 {
@@ -132,6 +221,82 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> S::Future {
         request.extensions_mut().insert(PeerAddr(self.peer));
+        request.extensions_mut().insert(ClientAddr(self.peer));
+        if self.tls {
+            request.extensions_mut().insert(ViewerTls);
+        }
+        let scheme = if self.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        if let Some(uri) = with_scheme(&request, scheme) {
+            *request.uri_mut() = uri;
+        }
         self.inner.call(request)
+    }
+}
+
+/// The request's URI in absolute form with the scheme the connection actually used, or
+/// `None` to leave it as it is.
+///
+/// The scheme is part of the cache key, so HTTPS requests (which HTTP/1 sends in origin form,
+/// `/path`) get `https://host/path`, and a plain-text HTTP/2 viewer cannot claim `https` in
+/// `:scheme` to reach, or poison, what HTTPS viewers are served.
+fn with_scheme<B>(request: &Request<B>, scheme: Scheme) -> Option<Uri> {
+    let uri = request.uri();
+    if request.method() == Method::CONNECT || uri.scheme() == Some(&scheme) {
+        return None;
+    }
+    if scheme == Scheme::HTTP && uri.scheme().is_none() {
+        // Origin form over plain HTTP already means `http`.
+        return None;
+    }
+    let authority = match uri.authority() {
+        Some(authority) => authority.clone(),
+        None => host_authority(request.headers())?,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).ok()
+}
+
+fn host_authority(headers: &HeaderMap) -> Option<Authority> {
+    headers.get(header::HOST)?.to_str().ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri_over(request: Request<()>, scheme: Scheme) -> Option<String> {
+        with_scheme(&request, scheme).map(|uri| uri.to_string())
+    }
+
+    #[test]
+    fn tls_requests_get_an_https_uri() {
+        let request = Request::get("/a?b=c")
+            .header(header::HOST, "www.example.test")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            uri_over(request, Scheme::HTTPS).as_deref(),
+            Some("https://www.example.test/a?b=c")
+        );
+    }
+
+    #[test]
+    fn plain_requests_cannot_claim_https() {
+        let request = Request::get("https://www.example.test/a").body(()).unwrap();
+        assert_eq!(
+            uri_over(request, Scheme::HTTP).as_deref(),
+            Some("http://www.example.test/a")
+        );
+        let request = Request::get("/a").body(()).unwrap();
+        assert_eq!(uri_over(request, Scheme::HTTP), None);
     }
 }

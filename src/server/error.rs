@@ -27,6 +27,8 @@ pub enum ServerError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// A certificate, key or CA file could not be used, or TLS could not be set up.
+    Tls(String),
     /// The built-in demo site could not be written to a temporary directory.
     DemoSite(io::Error),
     /// The SIGINT/SIGTERM handlers could not be installed.
@@ -44,6 +46,7 @@ impl fmt::Display for ServerError {
                 write!(f, "bad config file {}: {message}", path.display())
             }
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Self::Tls(message) => write!(f, "TLS: {message}"),
             Self::DemoSite(source) => write!(f, "cannot prepare the built-in demo site: {source}"),
             Self::Signals(source) => write!(f, "cannot install signal handlers: {source}"),
         }
@@ -57,7 +60,7 @@ impl Error for ServerError {
             | Self::Bind { source, .. }
             | Self::DemoSite(source)
             | Self::Signals(source) => Some(source),
-            Self::InvalidConfig(_) | Self::ParseConfig { .. } => None,
+            Self::InvalidConfig(_) | Self::ParseConfig { .. } | Self::Tls(_) => None,
         }
     }
 }

@@ -1,5 +1,13 @@
 //! The `tower-cdn` edge server: a reverse proxy with [`CdnLayer`] in front of an
-//! HTTP origin (or of a built-in demo site), served over HTTP/1 and HTTP/2.
+//! HTTP or HTTPS origin (or of a built-in demo site), served over HTTP/1 and HTTP/2, on
+//! plain HTTP and optionally HTTPS at once.
+//!
+//! Requests over the HTTPS listener carry the [`ViewerTls`](crate::ViewerTls) extension and
+//! an `https://` URI (so HTTPS objects are cached apart from HTTP ones, and the origin sees
+//! `X-Forwarded-Proto: https`). Connection upgrades such as WebSocket are tunnelled to the
+//! origin around the cache; other responses, including server-sent event streams, are
+//! forwarded as they arrive; request bodies stream to the origin, bounded by
+//! [`ServerConfig::max_request_body`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), tower_cdn::server::ServerError> {
@@ -21,12 +29,17 @@ mod conn;
 mod demo;
 mod error;
 mod proxy;
+mod route;
+mod tls;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use http::Uri;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
+};
 use tower_layer::Layer;
 use tracing::Level;
 
@@ -37,9 +50,10 @@ pub use config::{HostHeader, ServerConfig};
 pub use conn::PeerAddr;
 pub use error::ServerError;
 
-use conn::serve_connections;
+use conn::{serve_connections, Listener};
 use demo::DemoSite;
 use proxy::{GatewayErrors, ProxyService};
+use route::UpgradeBypass;
 
 /// An edge server whose sockets are bound, ready to [`serve`](Server::serve).
 ///
@@ -49,11 +63,52 @@ use proxy::{GatewayErrors, ProxyService};
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    https: Option<HttpsListener>,
+    max_request_body: Option<u64>,
     origin: Uri,
     proxy: ProxyService,
     cdn: CdnLayer,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
+}
+
+/// The HTTPS socket and what it needs for TLS.
+struct HttpsListener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    self_signed_pem: Option<String>,
+}
+
+impl std::fmt::Debug for HttpsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsListener")
+            .field("local_addr", &self.local_addr)
+            .field("self_signed", &self.self_signed_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsListener {
+    async fn bind(config: &ServerConfig) -> Result<Option<Self>, ServerError> {
+        let Some(addr) = config.https_listen else {
+            if config.tls_cert.is_some() || config.tls_key.is_some() {
+                return Err(ServerError::InvalidConfig(
+                    "tls_cert / tls_key are set but https_listen is not".to_owned(),
+                ));
+            }
+            return Ok(None);
+        };
+        let listener = bind(addr).await?;
+        let local_addr = local_addr(&listener, addr)?;
+        let setup = tls::viewer_tls(config, local_addr)?;
+        Ok(Some(Self {
+            listener,
+            local_addr,
+            acceptor: setup.acceptor,
+            self_signed_pem: setup.self_signed_pem,
+        }))
+    }
 }
 
 /// The built-in demo site and the loopback socket it is served on.
@@ -78,13 +133,17 @@ impl Server {
             }
         };
         let cdn = cdn_layer(&config)?;
+        let proxy = ProxyService::new(&origin, &config)?;
         let listener = bind(config.listen).await?;
         let local_addr = local_addr(&listener, config.listen)?;
+        let https = HttpsListener::bind(&config).await?;
         Ok(Self {
             listener,
             local_addr,
+            https,
+            max_request_body: config.max_request_body,
             cdn,
-            proxy: ProxyService::new(&origin, &config),
+            proxy,
             origin,
             demo,
             drain_timeout: config.drain_timeout,
@@ -94,6 +153,17 @@ impl Server {
     /// The address viewers connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address viewers connect to over HTTPS, if there is an HTTPS listener.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|https| https.local_addr)
+    }
+
+    /// The HTTPS listener's certificate in PEM, when it was generated at start (no
+    /// certificate files given), for clients that should trust it.
+    pub fn self_signed_certificate(&self) -> Option<&str> {
+        self.https.as_ref()?.self_signed_pem.as_deref()
     }
 
     /// The origin requests are forwarded to (the demo site's loopback URL if built in).
@@ -113,14 +183,28 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let demo = self.demo.map(DemoOrigin::start);
+        // GatewayErrors turns origin failures into 502/504 responses below the cache, so
+        // stale-if-error can stand in for them.
+        let origin = GatewayErrors::new(self.proxy);
+        let routes = UpgradeBypass::new(self.cdn.layer(origin.clone()), origin);
+        // Without a limit, `usize::MAX` bytes: the layer then only wraps the body.
+        let limit = self.max_request_body.map_or(usize::MAX, |limit| {
+            usize::try_from(limit).unwrap_or(usize::MAX)
+        });
         let edge = TraceLayer::new_for_http()
             .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
             .on_response(DefaultOnResponse::new().level(Level::INFO))
-            // GatewayErrors already logs origin failures with their cause, and turns them into
-            // 502/504 responses below the cache, so stale-if-error can stand in for them.
+            // GatewayErrors already logs origin failures with their cause.
             .on_failure(())
-            .layer(self.cdn.layer(GatewayErrors::new(self.proxy)));
-        serve_connections(self.listener, edge, shutdown, self.drain_timeout).await;
+            .layer(RequestBodyLimitLayer::new(limit).layer(routes));
+        let mut listeners = vec![Listener::plain(self.listener)];
+        if let Some(https) = self.https {
+            listeners.push(Listener {
+                tcp: https.listener,
+                tls: Some(https.acceptor),
+            });
+        }
+        serve_connections(listeners, edge, shutdown, self.drain_timeout).await;
         if let Some(demo) = demo {
             demo.stop().await;
         }
@@ -146,7 +230,7 @@ impl DemoOrigin {
         let (stop, stopped) = oneshot::channel::<()>();
         let service = self.site.service();
         let task = tokio::spawn(serve_connections(
-            self.listener,
+            vec![Listener::plain(self.listener)],
             service,
             async {
                 // A dropped sender means the edge is gone, which is a stop too.
@@ -233,8 +317,8 @@ fn cdn_layer(config: &ServerConfig) -> Result<CdnLayer, ServerError> {
         .map_err(|err| ServerError::InvalidConfig(err.to_string()))
 }
 
-/// For example `tower-cdn listening on http://127.0.0.1:8080, origin
-/// http://127.0.0.1:40123 (built-in demo)`.
+/// For example `tower-cdn listening on http://127.0.0.1:8080 and https://127.0.0.1:8443
+/// (self-signed certificate), origin http://127.0.0.1:40123 (built-in demo)`.
 fn startup_line(server: &Server) -> String {
     let origin = server.origin();
     let scheme = origin.scheme_str().unwrap_or("http");
@@ -246,8 +330,13 @@ fn startup_line(server: &Server) -> String {
     } else {
         ""
     };
+    let https = match (server.https_addr(), server.self_signed_certificate()) {
+        (Some(addr), Some(_)) => format!(" and https://{addr} (self-signed certificate)"),
+        (Some(addr), None) => format!(" and https://{addr}"),
+        (None, _) => String::new(),
+    };
     format!(
-        "tower-cdn listening on http://{}, origin {scheme}://{authority}{demo}",
+        "tower-cdn listening on http://{}{https}, origin {scheme}://{authority}{demo}",
         server.local_addr()
     )
 }

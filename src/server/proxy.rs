@@ -1,5 +1,5 @@
-//! Forwarding viewer requests to the origin, and turning origin failures into
-//! 502/504 answers.
+//! Forwarding viewer requests to the origin (over HTTP or HTTPS, with WebSocket and other
+//! upgrades tunnelled through), and turning origin failures into 502/504 answers.
 
 use std::{
     convert::Infallible,
@@ -18,15 +18,18 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
     HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version,
 };
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http_body::Body;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Either, Full, LengthLimitError};
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{self, connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioTimer},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use tower_service::Service;
 
-use super::{HostHeader, PeerAddr, ServerConfig};
+use super::{tls, HostHeader, PeerAddr, ServerConfig, ServerError};
+use crate::{BoxError, ViewerTls};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -59,21 +62,32 @@ struct Origin {
     host: HeaderValue,
 }
 
+/// The request body sent to the origin: the viewer's, streamed, whatever its type.
+type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
+
 /// Sends each viewer request to the origin with proxy headers fixed up.
 #[derive(Clone, Debug)]
 pub(crate) struct ProxyService {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, OriginBody>,
     origin: Arc<Origin>,
     host_header: HostHeader,
     timeout: Duration,
 }
 
 impl ProxyService {
-    /// A proxy to `origin`, which must have passed `check_origin`.
-    pub(crate) fn new(origin: &Uri, config: &ServerConfig) -> Self {
+    /// A proxy to `origin`, which must have passed `check_origin`; fails if the origin CA
+    /// file cannot be used.
+    pub(crate) fn new(origin: &Uri, config: &ServerConfig) -> Result<Self, ServerError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        // `https_or_http` keeps plain origins working: TLS is used for `https://` URIs only.
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls::origin_tls(config.origin_ca.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             // Without a timer the pool would never expire idle origin connections.
             .pool_timer(TokioTimer::new())
@@ -85,7 +99,7 @@ impl ProxyService {
             .expect("check_origin guarantees a host");
         let host = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
-        Self {
+        Ok(Self {
             client,
             origin: Arc::new(Origin {
                 scheme: origin.scheme().cloned().unwrap_or(Scheme::HTTP),
@@ -94,7 +108,7 @@ impl ProxyService {
             }),
             host_header: config.host_header,
             timeout: config.origin_timeout,
-        }
+        })
     }
 
     /// Rewrites a viewer request into the request the origin receives.
@@ -107,13 +121,19 @@ impl ProxyService {
             .cloned()
             .or_else(|| authority_header(&parts.uri));
         let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
+        let tls = parts.extensions.get::<ViewerTls>().is_some();
+        let upgrade = upgrade_protocol(&parts.headers, received);
 
         parts.uri = self.origin_uri(&parts.uri);
         // The origin is spoken to over HTTP/1.1 whatever the viewer used.
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            // The one hop-by-hop exchange passed on: the tunnel needs the origin's consent.
+            keep_upgrade(&mut parts.headers, protocol);
+        }
         self.set_host(&mut parts.headers, viewer_host);
-        add_forwarding_headers(&mut parts.headers, peer);
+        add_forwarding_headers(&mut parts.headers, peer, tls);
         append_via(&mut parts.headers, received);
         Request::from_parts(parts, body)
     }
@@ -149,7 +169,11 @@ impl ProxyService {
     }
 }
 
-impl Service<Request<Incoming>> for ProxyService {
+impl<B> Service<Request<B>> for ProxyService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     type Response = Response<Incoming>;
     type Error = ProxyError;
     type Future = BoxFuture<Result<Response<Incoming>, ProxyError>>;
@@ -159,25 +183,85 @@ impl Service<Request<Incoming>> for ProxyService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let sent = self.client.request(self.to_origin_request(request));
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Taken before the request is rewritten: hyper put it there for the viewer's connection.
+        let viewer_upgrade = upgrade_protocol(request.headers(), request.version())
+            .and_then(|_| request.extensions_mut().remove::<OnUpgrade>());
+        let request = self
+            .to_origin_request(request)
+            .map(|body| body.map_err(Into::into).boxed_unsync());
+        let sent = self.client.request(request);
         let timeout = self.timeout;
         Box::pin(async move {
-            let response = tokio::time::timeout(timeout, sent)
+            let mut response = tokio::time::timeout(timeout, sent)
                 .await
                 .map_err(|_| ProxyError::Timeout(timeout))?
                 .map_err(ProxyError::from_client)?;
-            Ok(to_viewer_response(response))
+            let upgraded = match viewer_upgrade {
+                Some(viewer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let origin = hyper::upgrade::on(&mut response);
+                    tokio::spawn(tunnel(viewer, origin));
+                    true
+                }
+                _ => false,
+            };
+            Ok(to_viewer_response(response, upgraded))
         })
     }
 }
 
-/// Strips the origin's hop-by-hop fields and records this hop in `Via`.
-fn to_viewer_response<B>(mut response: Response<B>) -> Response<B> {
+/// Strips the origin's hop-by-hop fields (but for an accepted upgrade's `Upgrade` and
+/// `Connection`) and records this hop in `Via`.
+fn to_viewer_response<B>(mut response: Response<B>, upgraded: bool) -> Response<B> {
     let received = response.version();
+    let protocol = upgraded
+        .then(|| response.headers().get(header::UPGRADE).cloned())
+        .flatten();
     strip_hop_by_hop(response.headers_mut());
+    if let Some(protocol) = protocol {
+        keep_upgrade(response.headers_mut(), protocol);
+    }
     append_via(response.headers_mut(), received);
     response
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: an `Upgrade` field that `Connection`
+/// names (RFC 9110 §7.8). HTTP/2 has no such mechanism.
+pub(crate) fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    named
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Copies bytes both ways between the viewer's and the origin's upgraded connections until
+/// either side closes.
+async fn tunnel(viewer: OnUpgrade, origin: OnUpgrade) {
+    let (viewer, origin) = match tokio::try_join!(viewer, origin) {
+        Ok(both) => both,
+        Err(err) => {
+            tracing::debug!("upgrade failed: {err}");
+            return;
+        }
+    };
+    let (mut viewer, mut origin) = (TokioIo::new(viewer), TokioIo::new(origin));
+    match tokio::io::copy_bidirectional(&mut viewer, &mut origin).await {
+        Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+        Err(err) => tracing::debug!("upgraded connection ended with an error: {err}"),
+    }
 }
 
 /// The viewer's URI authority as a `Host` value (HTTP/2 viewers send no `Host`).
@@ -200,13 +284,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarding_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
+fn add_forwarding_headers(headers: &mut HeaderMap, peer: Option<IpAddr>, tls: bool) {
     if let Some(ip) = peer {
         append_to_list(headers, X_FORWARDED_FOR, &ip.to_string());
     }
     // Set, not appended: the edge terminates the viewer's connection, so it is
     // the only party that knows the scheme, and a viewer could forge one.
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
 }
 
 /// Appends `<protocol> tower-cdn`, the protocol being the one the message arrived with.
@@ -247,13 +332,17 @@ pub(crate) enum ProxyError {
     Connect(legacy::Error),
     /// The connection broke or the origin sent something that is not HTTP.
     Upstream(legacy::Error),
+    /// The viewer's request body went past the configured limit while it was being sent.
+    BodyTooLarge(legacy::Error),
 }
 
 impl ProxyError {
     fn from_client(err: legacy::Error) -> Self {
-        if !err.is_connect() {
+        if caused_by::<LengthLimitError>(&err) {
+            Self::BodyTooLarge(err)
+        } else if !err.is_connect() {
             Self::Upstream(err)
-        } else if is_timed_out(&err) {
+        } else if caused_by_io(&err, io::ErrorKind::TimedOut) {
             Self::ConnectTimeout(err)
         } else {
             Self::Connect(err)
@@ -264,6 +353,7 @@ impl ProxyError {
         match self {
             Self::Timeout(_) | Self::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -276,6 +366,7 @@ impl ProxyError {
             }
             Self::Connect(_) => "502 Bad Gateway: could not connect to the origin\n",
             Self::Upstream(_) => "502 Bad Gateway: the origin sent no valid response\n",
+            Self::BodyTooLarge(_) => "413 Content Too Large: the request body is over the limit\n",
         }
     }
 
@@ -315,13 +406,25 @@ impl GatewayFailure {
     }
 }
 
-/// Whether an I/O timeout is somewhere in the error's source chain.
-fn is_timed_out(err: &legacy::Error) -> bool {
+/// Whether an error of type `E` is somewhere in the error's source chain.
+fn caused_by<E: std::error::Error + 'static>(err: &legacy::Error) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if cause.is::<E>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Whether an I/O error of `kind` is somewhere in the error's source chain.
+fn caused_by_io(err: &legacy::Error, kind: io::ErrorKind) -> bool {
     let mut source = err.source();
     while let Some(cause) = source {
         if cause
             .downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+            .is_some_and(|io| io.kind() == kind)
         {
             return true;
         }
@@ -334,7 +437,10 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout(after) => write!(f, "origin sent no response within {after:?}"),
-            Self::ConnectTimeout(err) | Self::Connect(err) | Self::Upstream(err) => {
+            Self::ConnectTimeout(err)
+            | Self::Connect(err)
+            | Self::Upstream(err)
+            | Self::BodyTooLarge(err) => {
                 write!(f, "{err}")?;
                 let mut source = err.source();
                 while let Some(cause) = source {
@@ -438,7 +544,7 @@ mod tests {
     #[test]
     fn list_fields_are_appended_to() {
         let mut map = headers(&[("x-forwarded-for", "203.0.113.7"), ("via", "1.0 corp")]);
-        add_forwarding_headers(&mut map, Some(IpAddr::from([127, 0, 0, 1])));
+        add_forwarding_headers(&mut map, Some(IpAddr::from([127, 0, 0, 1])), false);
         append_via(&mut map, Version::HTTP_11);
         assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(map["via"], "1.0 corp, 1.1 tower-cdn");
@@ -449,8 +555,30 @@ mod tests {
     fn origin_uri_keeps_path_and_query() {
         let config = ServerConfig::default();
         let origin: Uri = "http://127.0.0.1:9000".parse().unwrap();
-        let proxy = ProxyService::new(&origin, &config);
+        let proxy = ProxyService::new(&origin, &config).unwrap();
         let uri = proxy.origin_uri(&"/a/b?c=d".parse().unwrap());
         assert_eq!(uri, "http://127.0.0.1:9000/a/b?c=d");
+    }
+
+    #[test]
+    fn tls_viewers_are_forwarded_as_https() {
+        let mut map = HeaderMap::new();
+        add_forwarding_headers(&mut map, None, true);
+        assert_eq!(map["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn upgrades_are_recognised() {
+        let map = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(
+            upgrade_protocol(&map, Version::HTTP_11).unwrap(),
+            "websocket"
+        );
+        assert!(upgrade_protocol(&map, Version::HTTP_2).is_none());
+        let map = headers(&[("upgrade", "websocket")]);
+        assert!(upgrade_protocol(&map, Version::HTTP_11).is_none());
     }
 }

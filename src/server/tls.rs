@@ -1,0 +1,172 @@
+//! TLS for both sides of the edge: the HTTPS listener's certificate (from PEM files, or
+//! self-signed at start) and the root store for `https://` origins. rustls on `ring` throughout.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::Arc,
+};
+
+use rustls::{
+    crypto::{ring, CryptoProvider},
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    ClientConfig, RootCertStore, ServerConfig as RustlsServerConfig,
+};
+use tokio_rustls::TlsAcceptor;
+
+use super::{ServerConfig, ServerError};
+
+/// The provider is named explicitly rather than installed process-wide, so that another crate
+/// in the same program enabling a second provider cannot make rustls refuse to pick one.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// What the HTTPS listener serves with.
+pub(crate) struct ViewerTlsSetup {
+    pub(crate) acceptor: TlsAcceptor,
+    /// The generated certificate, when no files were given.
+    pub(crate) self_signed_pem: Option<String>,
+}
+
+/// The HTTPS listener's TLS settings for `config`, listening on `addr`.
+pub(crate) fn viewer_tls(
+    config: &ServerConfig,
+    addr: SocketAddr,
+) -> Result<ViewerTlsSetup, ServerError> {
+    let (chain, key, self_signed_pem) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (read_chain(cert)?, read_key(key)?, None),
+        (None, None) => {
+            let (chain, key, pem) = self_signed(addr)?;
+            (chain, key, Some(pem))
+        }
+        (Some(_), None) => return Err(tls_error("tls_cert is set but tls_key is not")),
+        (None, Some(_)) => return Err(tls_error("tls_key is set but tls_cert is not")),
+    };
+    let mut server = RustlsServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| tls_error(format!("TLS setup: {err}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|err| tls_error(format!("the certificate and key do not fit: {err}")))?;
+    // Both protocols the listener speaks; the connection builder detects which one follows.
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(ViewerTlsSetup {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        self_signed_pem,
+    })
+}
+
+/// The TLS settings for `https://` origins: Mozilla's roots, or the CAs of `ca_file` instead.
+pub(crate) fn origin_tls(ca_file: Option<&Path>) -> Result<ClientConfig, ServerError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_chain(path)? {
+                roots.add(cert).map_err(|err| {
+                    tls_error(format!(
+                        "{}: unusable CA certificate: {err}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // ALPN is left to the connector, which offers the HTTP versions the client speaks.
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| tls_error(format!("TLS setup: {err}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A self-signed certificate for `localhost`, the loopback addresses and the listener's own
+/// address, with its key and PEM text.
+fn self_signed(
+    addr: SocketAddr,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String), ServerError> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        IpAddr::from(Ipv4Addr::LOCALHOST).to_string(),
+        IpAddr::from(Ipv6Addr::LOCALHOST).to_string(),
+    ];
+    let ip = addr.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|err| tls_error(format!("cannot generate a self-signed certificate: {err}")))?;
+    let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
+        .map_err(|err| tls_error(format!("generated key: {err}")))?;
+    Ok((
+        vec![generated.cert.der().clone()],
+        key,
+        generated.cert.pem(),
+    ))
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|err| tls_error(format!("{}: {err}", path.display())))?;
+    if chain.is_empty() {
+        return Err(tls_error(format!(
+            "{}: no PEM certificate found",
+            path.display()
+        )));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ServerError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|err| {
+        tls_error(format!(
+            "{}: no usable PEM private key: {err}",
+            path.display()
+        ))
+    })
+}
+
+fn tls_error(message: impl Into<String>) -> ServerError {
+    ServerError::Tls(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_listener_and_default_roots() {
+        let config = ServerConfig {
+            https_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..ServerConfig::default()
+        };
+        let setup = viewer_tls(&config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(setup
+            .self_signed_pem
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
+        origin_tls(None).unwrap();
+    }
+
+    #[test]
+    fn half_a_certificate_is_refused() {
+        let config = ServerConfig {
+            tls_cert: Some("cert.pem".into()),
+            ..ServerConfig::default()
+        };
+        let err = viewer_tls(&config, "127.0.0.1:0".parse().unwrap())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let err = origin_tls(Some(Path::new("/nonexistent/ca.pem")))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}
