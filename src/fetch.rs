@@ -324,9 +324,10 @@ impl Fetch {
                 return;
             }
         }
-        fill.finish(End::Complete);
         self.shared.metrics.add_origin_bytes(received);
-        if let Some(body) = keeping.then(|| fill.body()).flatten() {
+        // Stored before the readers see the end, so a viewer that has read the whole body
+        // and asks again finds the object.
+        if let Some(body) = keeping.then(|| fill.kept_body()).flatten() {
             let compressible = plan.compressible
                 && match plan.coding {
                     Coding::Identity => {
@@ -352,6 +353,7 @@ impl Fetch {
             };
             self.commit(Arc::new(obj), &plan.vary, &request_headers);
         }
+        fill.finish(End::Complete);
     }
 
     /// The method whose response is being stored (GET, or OPTIONS where cached).

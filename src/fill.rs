@@ -179,8 +179,17 @@ impl Fill {
 
     /// The whole body, once complete in storing mode.
     pub(crate) fn body(&self) -> Option<Bytes> {
+        if self.lock().end != Some(End::Complete) {
+            return None;
+        }
+        self.kept_body()
+    }
+
+    /// Every chunk received so far as one body, in storing mode (the caller knows the
+    /// origin body has ended).
+    pub(crate) fn kept_body(&self) -> Option<Bytes> {
         let s = self.lock();
-        if s.end != Some(End::Complete) || !s.keep_all {
+        if !s.keep_all || s.end == Some(End::Failed) {
             return None;
         }
         Some(match s.chunks.len() {

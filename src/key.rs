@@ -71,9 +71,11 @@ impl CacheKey {
         let mut h = Xxh3::new();
         h.update(scheme.as_bytes());
         h.update(b"\0");
-        for b in host {
-            // Host names are case-insensitive (RFC 9110 §4.2.3).
-            h.update(&[b.to_ascii_lowercase()]);
+        // Host names are case-insensitive (RFC 9110 §4.2.3); most arrive in lower case.
+        if host.iter().any(u8::is_ascii_uppercase) {
+            h.update(host.to_ascii_lowercase().as_slice());
+        } else {
+            h.update(host);
         }
         h.update(b"\0");
         h.update(if path.is_empty() {
@@ -102,10 +104,8 @@ impl CacheKey {
             h.update(if lines.peek().is_some() { b"=" } else { b"!" });
             for line in lines {
                 for member in comma_list(line) {
-                    if fold {
-                        for b in member {
-                            h.update(&[b.to_ascii_lowercase()]);
-                        }
+                    if fold && member.iter().any(u8::is_ascii_uppercase) {
+                        h.update(member.to_ascii_lowercase().as_slice());
                     } else {
                         h.update(member);
                     }

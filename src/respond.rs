@@ -124,6 +124,7 @@ fn respond<B>(
         }
     };
     let headers = res.headers_mut();
+    headers.reserve(4);
     headers.insert(AGE, HeaderValue::from(age));
     headers.insert(X_CACHE.clone(), shared.x_cache.get(outcome).clone());
     if let Ok(v) = HeaderValue::try_from(cache_status) {

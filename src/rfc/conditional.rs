@@ -197,6 +197,16 @@ pub(crate) fn evaluate(
     if matches!(*method, Method::CONNECT | Method::OPTIONS | Method::TRACE) {
         return Precondition::Proceed;
     }
+    // The common case on a hit: no precondition at all, nothing to parse.
+    let conditional = [
+        &header::IF_MATCH,
+        &header::IF_NONE_MATCH,
+        &header::IF_MODIFIED_SINCE,
+        &header::IF_UNMODIFIED_SINCE,
+    ];
+    if !conditional.iter().any(|name| request.contains_key(*name)) {
+        return Precondition::Proceed;
+    }
     let is_get_or_head = matches!(*method, Method::GET | Method::HEAD);
     let current = etag.and_then(|v| EntityTag::parse(v.as_bytes()));
     // A malformed Last-Modified is treated as no modification date at all.
