@@ -216,6 +216,18 @@ impl Fetch {
                 parts.headers.insert(IF_MODIFIED_SINCE, lm.clone());
             }
         }
+        // A cap on concurrent origin requests (held until the body is read): over it, wait
+        // a bounded time, then answer as for a failed origin.
+        let _permit = match &self.shared.origin_concurrency {
+            Some(cap) => match cap.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::warn!(path = %path, "origin concurrency cap reached");
+                    return self.origin_failed(StatusCode::SERVICE_UNAVAILABLE, reply);
+                }
+            },
+            None => None,
+        };
         let request_time = self.shared.clock.now();
         // What this request brings back may be stored only if no purge comes in between.
         self.generation = self.shared.purge_generation.load(Ordering::SeqCst);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tower_layer::Layer;
 
+use crate::access::{CountryResolver, GeoRestriction, OriginConcurrency, RateLimit};
 use crate::behavior::{Behavior, PathPattern, Route};
 use crate::clock::{Clock, SystemClock};
 use crate::collapse::Flights;
@@ -106,6 +107,9 @@ pub struct CdnLayerBuilder {
     trust_forwarded: bool,
     trusted_proxies: Vec<String>,
     default_root_object: Option<String>,
+    geo: Option<Geo>,
+    rate_limit: Option<RateLimit>,
+    origin_concurrency: Option<OriginConcurrency>,
     cache_name: String,
     clock: Arc<dyn Clock>,
     collapse_timeout: Duration,
@@ -129,6 +133,9 @@ impl Default for CdnLayerBuilder {
             trust_forwarded: false,
             trusted_proxies: Vec::new(),
             default_root_object: None,
+            geo: None,
+            rate_limit: None,
+            origin_concurrency: None,
             cache_name: "tower-cdn".to_owned(),
             clock: Arc::new(SystemClock),
             collapse_timeout: Duration::from_secs(10),
@@ -193,6 +200,47 @@ impl CdnLayerBuilder {
         T: Into<String>,
     {
         self.trusted_proxies = ranges.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Serves only viewers whose country `restriction` allows, as `resolver` tells it (a
+    /// MaxMind database, a header set by a trusted upstream, or your own). Denied viewers get
+    /// `403` before the cache is consulted.
+    pub fn geo_restriction(
+        mut self,
+        restriction: GeoRestriction,
+        resolver: impl CountryResolver,
+    ) -> Self {
+        self.geo = Some(Geo {
+            restriction: Some(restriction),
+            resolver: Arc::new(resolver),
+            forward: self.geo.as_ref().is_some_and(|g| g.forward),
+        });
+        self
+    }
+
+    /// Sends the viewer's country to the origin as `CloudFront-Viewer-Country` (never the
+    /// value a viewer sent), so it can also enter a key policy's header allow-list.
+    pub fn forward_viewer_country(mut self, resolver: impl CountryResolver) -> Self {
+        let restriction = self.geo.take().and_then(|g| g.restriction);
+        self.geo = Some(Geo {
+            restriction,
+            resolver: Arc::new(resolver),
+            forward: true,
+        });
+        self
+    }
+
+    /// Limits each client's request rate; over it, `429` with `Retry-After`, before the cache.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Caps concurrent origin requests: misses over the cap wait (bounded), then get `503`.
+    /// Hits are never held back by it.
+    pub fn origin_concurrency(mut self, cap: OriginConcurrency) -> Self {
+        self.origin_concurrency = Some(cap);
         self
     }
 
@@ -342,6 +390,9 @@ impl CdnLayerBuilder {
                 routes,
                 trust_forwarded: self.trust_forwarded,
                 trusted_proxies,
+                geo: self.geo,
+                rate_limit: self.rate_limit,
+                origin_concurrency: self.origin_concurrency,
                 default_root_object: self.default_root_object.map(|o| format!("/{o}")),
                 max_object_size: self.max_object_size.min(store.max_object()),
                 store,
@@ -367,6 +418,23 @@ impl CdnLayerBuilder {
                 purge_generation: AtomicU64::new(0),
             }),
         })
+    }
+}
+
+/// Geo restriction and the viewer-country header.
+#[derive(Clone)]
+pub(crate) struct Geo {
+    pub(crate) restriction: Option<GeoRestriction>,
+    pub(crate) resolver: Arc<dyn CountryResolver>,
+    pub(crate) forward: bool,
+}
+
+impl std::fmt::Debug for Geo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Geo")
+            .field("restriction", &self.restriction)
+            .field("forward", &self.forward)
+            .finish_non_exhaustive()
     }
 }
 
@@ -401,6 +469,9 @@ pub(crate) struct Shared {
     pub(crate) routes: Vec<Arc<Route>>,
     pub(crate) trust_forwarded: bool,
     pub(crate) trusted_proxies: Vec<IpRange>,
+    pub(crate) geo: Option<Geo>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) origin_concurrency: Option<OriginConcurrency>,
     pub(crate) default_root_object: Option<String>,
     pub(crate) max_object_size: u64,
     pub(crate) store: MemoryStore,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod access;
 #[cfg(feature = "admin")]
 pub mod admin;
 mod behavior;
@@ -31,6 +32,11 @@ mod status;
 mod store;
 mod variants;
 
+pub use access::{
+    AccessError, CountryCode, CountryResolver, GeoDefault, GeoRestriction, GeoRestrictionBuilder,
+    HeaderResolver, MaxMindResolver, OriginConcurrency, OriginConcurrencyBuilder, RateLimit,
+    RateLimitBuilder,
+};
 pub use behavior::{
     AllowedMethods, Behavior, BehaviorError, CachedMethods, ClientAddr, Cookies, CorsConfig,
     CorsOrigins, FrameOptions, Headers, KeyPolicy, OriginRequestHook, OriginRequestPolicy,

@@ -410,7 +410,7 @@ pub(crate) fn custom_error<B>(
 pub(crate) fn generated<B>(shared: &Shared, mut res: Response<CdnBody<B>>) -> Response<CdnBody<B>> {
     let status = if res.status().is_redirection() {
         CacheStatus::Redirect
-    } else if res.status() == StatusCode::FORBIDDEN || res.status() == StatusCode::BAD_REQUEST {
+    } else if res.status().is_client_error() || res.status().is_server_error() {
         CacheStatus::Error
     } else {
         CacheStatus::Generated

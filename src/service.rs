@@ -11,6 +11,7 @@ use http_body::Body;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
+use crate::access::too_many_requests;
 use crate::behavior::{viewer_protocol, viewer_scheme_is_https, Route, ViewerTls};
 use crate::body::CdnBody;
 use crate::client::client_ip;
@@ -144,6 +145,14 @@ where
                 return ResponseFuture::ready(finish(&self.shared, route, &exchange, res));
             }
             req = Request::from_parts(parts, body);
+        }
+        if let Some(res) = admit(&self.shared, &mut req) {
+            return ResponseFuture::ready(finish(
+                &self.shared,
+                route,
+                &Exchange::of(&req, started),
+                res,
+            ));
         }
         let tls = req.extensions().get::<ViewerTls>().is_some();
         let https =
@@ -317,6 +326,47 @@ impl<S> CdnService<S> {
         })
     }
 }
+
+/// The rate limit and the geo restriction, before anything else; sets the viewer-country
+/// header when asked. `Some` is the edge's answer to a refused viewer.
+fn admit<ReqB, ResB>(shared: &Shared, req: &mut Request<ReqB>) -> Option<Response<CdnBody<ResB>>> {
+    if shared.rate_limit.is_none() && shared.geo.is_none() {
+        return None;
+    }
+    let client = client_ip(req, &shared.trusted_proxies);
+    if let Some(limit) = &shared.rate_limit {
+        let now = tokio::time::Instant::now().into_std();
+        if let Err(retry_after) = limit.check(client, req.headers(), now) {
+            let res = generated(
+                shared,
+                too_many_requests(retry_after).map(|()| CdnBody::empty()),
+            );
+            return Some(res);
+        }
+    }
+    if let Some(geo) = &shared.geo {
+        let country = geo.resolver.country(client, req.headers());
+        if let Some(restriction) = &geo.restriction {
+            if !restriction.decide(country.as_ref()) {
+                let mut res = edge_error(shared, StatusCode::FORBIDDEN);
+                *res.body_mut() =
+                    CdnBody::full(Bytes::from_static(b"not available in your country\n"));
+                return Some(res);
+            }
+        }
+        if geo.forward {
+            let headers = req.headers_mut();
+            headers.remove(&VIEWER_COUNTRY);
+            if let Some(code) = country.and_then(|c| HeaderValue::from_str(c.as_str()).ok()) {
+                headers.insert(VIEWER_COUNTRY.clone(), code);
+            }
+        }
+    }
+    None
+}
+
+/// The viewer's country as the edge resolved it, for the origin and key policies.
+static VIEWER_COUNTRY: HeaderName = HeaderName::from_static("cloudfront-viewer-country");
 
 /// Verifies a signed URL or signed cookies; on success removes the signing parameters and
 /// cookies, so the cache key and the origin never see them.
@@ -595,6 +645,16 @@ impl<S> CdnService<S> {
         ResponseFuture::origin(async move {
             let (mut parts, body) = req.into_parts();
             origin_request(&route, &mut parts);
+            let _permit = match &shared.origin_concurrency {
+                Some(cap) => match cap.acquire().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        let res = edge_error(&shared, StatusCode::SERVICE_UNAVAILABLE);
+                        return Ok(finish(&shared, &route, &exchange.view(), res));
+                    }
+                },
+                None => None,
+            };
             let started = Instant::now();
             let origin = call_origin(inner, Request::from_parts(parts, body));
             let res = match tokio::time::timeout(shared.origin_timeout, origin).await {

@@ -20,7 +20,7 @@ pub use geo::{
     CountryCode, CountryResolver, GeoDefault, GeoRestriction, GeoRestrictionBuilder,
     HeaderResolver, MaxMindResolver,
 };
-pub(crate) use limit::{too_many_requests, Overloaded};
+pub(crate) use limit::too_many_requests;
 pub use limit::{OriginConcurrency, OriginConcurrencyBuilder, RateLimit, RateLimitBuilder};
 
 /// Invalid geo-restriction or abuse-limit configuration, carrying the offending input.
