@@ -26,7 +26,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tokio::{net::TcpListener, sync::oneshot, sync::Notify, task::JoinHandle};
-use tower_cdn::server::{HostHeader, Server, ServerConfig, ServerError};
+use tower_cdn::server::{HostHeader, Server, ServerConfig, ServerError, ViewerProtocol};
 
 /// Upper bound for any one test, so that a hang fails instead of blocking CI.
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
@@ -455,4 +455,73 @@ async fn miss_then_hit_over_sockets() {
         assert_eq!(origin.hits(), 1);
     })
     .await;
+}
+
+#[tokio::test]
+async fn http_is_redirected_to_https_when_configured() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.viewer_protocol = ViewerProtocol::RedirectToHttps;
+        let edge = start_edge(config).await;
+
+        let response = fetch(edge.addr, "/echo?x=1").await;
+
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+        let location = header_str(response.headers(), "location").unwrap();
+        assert_eq!(location, format!("https://{}/echo?x=1", edge.addr));
+        assert_eq!(origin.hits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_purge_over_sockets() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.admin_token = Some("token-1".to_owned());
+        let server = Server::bind(config).await.unwrap();
+        let (addr, admin) = (server.local_addr(), server.admin_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+
+        fetch(addr, "/echo").await;
+        let purge = |token: &'static str| {
+            request(Method::POST, admin, "/purge")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::from(r#"{"paths": ["/echo"]}"#))
+                .unwrap()
+        };
+        assert_eq!(send(purge("nope")).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header_str(fetch(addr, "/echo").await.headers(), "x-cache"),
+            Some("Hit from tower-cdn")
+        );
+        let purged = send(purge("token-1")).await;
+        assert_eq!(
+            (purged.status(), purged.body().as_ref()),
+            (StatusCode::OK, &br#"{"purged":1}"#[..])
+        );
+        assert_eq!(
+            header_str(fetch(addr, "/echo").await.headers(), "x-cache"),
+            Some("Miss from tower-cdn")
+        );
+        assert_eq!(origin.hits(), 2);
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_listen_without_a_token_is_refused() {
+    let mut config = edge_config(None);
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(err.to_string().contains("admin token"), "{err}");
 }

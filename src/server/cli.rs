@@ -5,7 +5,7 @@ use http::Uri;
 
 use super::{
     config::{parse_duration, parse_origin, ConfigLayer},
-    HostHeader, ServerConfig, ServerError,
+    HostHeader, ServerConfig, ServerError, ViewerProtocol,
 };
 
 /// Command line of the `tower-cdn` binary.
@@ -58,11 +58,24 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address for the admin router (not built yet: accepted and ignored).
+    /// Address for the admin router (POST /purge, GET /stats, GET /metrics).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
-    /// Cache size limit in bytes (accepted; the caching layer does not take it yet).
+    /// Bearer token the admin router requires.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TOWER_CDN_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// What plain-HTTP viewers get [default: allow-all].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub viewer_protocol: Option<ViewerProtocol>,
+
+    /// The memory store's size in bytes [default: 256 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
 
@@ -99,6 +112,8 @@ impl Cli {
             origin_ca: self.origin_ca,
             max_request_body: self.max_request_body,
             admin_listen: self.admin_listen,
+            admin_token: self.admin_token,
+            viewer_protocol: self.viewer_protocol,
             max_bytes: self.max_bytes,
             host_header: self.host_header,
             origin_timeout: self.origin_timeout,

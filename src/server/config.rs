@@ -43,10 +43,27 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
-    /// Cache size limit in bytes; accepted but not applied until the caching layer takes options.
+    /// The memory store's size in bytes (default 256 MiB).
     pub max_bytes: Option<u64>,
-    /// Address for the admin router; accepted but not served yet.
+    /// Where the admin router (purge, stats, metrics) listens, if anywhere.
     pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the admin router requires; needed with [`admin_listen`](Self::admin_listen).
+    pub admin_token: Option<String>,
+    /// What plain-HTTP viewers get.
+    pub viewer_protocol: ViewerProtocol,
+}
+
+/// What plain-HTTP viewers get, like CloudFront's viewer protocol policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewerProtocol {
+    /// HTTP and HTTPS are both served.
+    #[default]
+    AllowAll,
+    /// HTTP GET and HEAD are redirected to HTTPS (301), other methods 307.
+    RedirectToHttps,
+    /// HTTP is refused with 403.
+    HttpsOnly,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +82,8 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             max_bytes: None,
             admin_listen: None,
+            admin_token: None,
+            viewer_protocol: ViewerProtocol::AllowAll,
         }
     }
 }
@@ -146,6 +165,8 @@ pub(crate) struct ConfigLayer {
     pub(crate) max_request_body: Option<u64>,
     #[serde(deserialize_with = "de_socket_addr")]
     pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) admin_token: Option<String>,
+    pub(crate) viewer_protocol: Option<ViewerProtocol>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) host_header: Option<HostHeader>,
     #[serde(deserialize_with = "de_duration")]
@@ -184,6 +205,8 @@ impl ConfigLayer {
             origin_ca: self.origin_ca.or(lower.origin_ca),
             max_request_body: self.max_request_body.or(lower.max_request_body),
             admin_listen: self.admin_listen.or(lower.admin_listen),
+            admin_token: self.admin_token.or(lower.admin_token),
+            viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
             max_bytes: self.max_bytes.or(lower.max_bytes),
             host_header: self.host_header.or(lower.host_header),
             origin_timeout: self.origin_timeout.or(lower.origin_timeout),
@@ -209,6 +232,8 @@ impl ConfigLayer {
             drain_timeout: self.drain_timeout.unwrap_or(default.drain_timeout),
             max_bytes: self.max_bytes,
             admin_listen: self.admin_listen,
+            admin_token: self.admin_token,
+            viewer_protocol: self.viewer_protocol.unwrap_or_default(),
         }
     }
 }

@@ -43,10 +43,10 @@ use tower_http::{
 use tower_layer::Layer;
 use tracing::Level;
 
-use crate::CdnLayer;
+use crate::{Behavior, CdnLayer, ViewerProtocolPolicy};
 
 pub use cli::Cli;
-pub use config::{HostHeader, ServerConfig};
+pub use config::{HostHeader, ServerConfig, ViewerProtocol};
 pub use conn::PeerAddr;
 pub use error::ServerError;
 
@@ -68,8 +68,45 @@ pub struct Server {
     origin: Uri,
     proxy: ProxyService,
     cdn: CdnLayer,
+    admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
+}
+
+/// The admin router's socket and token.
+struct AdminListener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    token: String,
+}
+
+impl std::fmt::Debug for AdminListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminListener")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminListener {
+    async fn bind(config: &ServerConfig) -> Result<Option<Self>, ServerError> {
+        let Some(addr) = config.admin_listen else {
+            return Ok(None);
+        };
+        let Some(token) = config.admin_token.clone().filter(|t| !t.is_empty()) else {
+            return Err(ServerError::InvalidConfig(
+                "admin_listen needs an admin token (--admin-token or TOWER_CDN_ADMIN_TOKEN)"
+                    .to_owned(),
+            ));
+        };
+        let listener = bind(addr).await?;
+        let local_addr = local_addr(&listener, addr)?;
+        Ok(Some(Self {
+            listener,
+            local_addr,
+            token,
+        }))
+    }
 }
 
 /// The HTTPS socket and what it needs for TLS.
@@ -137,7 +174,9 @@ impl Server {
         let listener = bind(config.listen).await?;
         let local_addr = local_addr(&listener, config.listen)?;
         let https = HttpsListener::bind(&config).await?;
+        let admin = AdminListener::bind(&config).await?;
         Ok(Self {
+            admin,
             listener,
             local_addr,
             https,
@@ -171,6 +210,11 @@ impl Server {
         &self.origin
     }
 
+    /// The address the admin router listens on, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr)
+    }
+
     /// Whether the origin is the built-in demo site.
     pub fn is_demo_origin(&self) -> bool {
         self.demo.is_some()
@@ -191,9 +235,11 @@ impl Server {
         let limit = self.max_request_body.map_or(usize::MAX, |limit| {
             usize::try_from(limit).unwrap_or(usize::MAX)
         });
+        // Per-request lines at DEBUG: the access log (target `tower_cdn::access`) is the
+        // one line per request operators turn on.
         let edge = TraceLayer::new_for_http()
-            .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+            .on_response(DefaultOnResponse::new().level(Level::DEBUG))
             // GatewayErrors already logs origin failures with their cause.
             .on_failure(())
             .layer(RequestBodyLimitLayer::new(limit).layer(routes));
@@ -204,7 +250,30 @@ impl Server {
                 tls: Some(https.acceptor),
             });
         }
-        serve_connections(listeners, edge, shutdown, self.drain_timeout).await;
+        // One shutdown signal for the edge and the admin router.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        };
+        let admin = self.admin.map(|admin| {
+            let router = crate::admin::router(self.cdn.clone(), admin.token);
+            let listeners = vec![Listener::plain(admin.listener)];
+            let shutdown = until_stopped(stopped.clone());
+            tokio::spawn(serve_connections(
+                listeners,
+                router,
+                shutdown,
+                self.drain_timeout,
+            ))
+        });
+        serve_connections(listeners, edge, until_stopped(stopped), self.drain_timeout).await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         if let Some(demo) = demo {
             demo.stop().await;
         }
@@ -287,7 +356,6 @@ pub async fn serve(
 /// What the binary does: binds, prints where it listens, serves until SIGINT
 /// or SIGTERM, then drains in-flight requests and returns.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
-    warn_about_unused_settings(&config);
     let shutdown = shutdown_signal()?;
     let server = Server::bind(config).await?;
     println!("{}", startup_line(&server));
@@ -296,17 +364,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn warn_about_unused_settings(config: &ServerConfig) {
-    if let Some(addr) = config.admin_listen {
-        tracing::warn!("admin router not built yet; admin_listen {addr} is ignored");
-    }
-}
-
 /// The caching layer the configuration asks for. The origin timeout is the proxy's: the
 /// layer's own is set past it, so the proxy's 504 is what a slow origin produces.
 fn cdn_layer(config: &ServerConfig) -> Result<CdnLayer, ServerError> {
-    let mut builder =
-        CdnLayer::builder().origin_timeout(config.origin_timeout + Duration::from_secs(1));
+    let policy = match config.viewer_protocol {
+        ViewerProtocol::AllowAll => ViewerProtocolPolicy::allow_all(),
+        ViewerProtocol::RedirectToHttps => ViewerProtocolPolicy::redirect_to_https(),
+        ViewerProtocol::HttpsOnly => ViewerProtocolPolicy::https_only(),
+    };
+    let mut builder = CdnLayer::builder()
+        .origin_timeout(config.origin_timeout + Duration::from_secs(1))
+        .default_behavior(Behavior::new().viewer_protocol_policy(policy));
     if let Some(bytes) = config.max_bytes {
         builder = builder
             .capacity(bytes)

@@ -10,11 +10,14 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr so that stdout carries only the startup line, for scripts.
+    // Logs go to stderr so that stdout carries only the startup line, for scripts. The
+    // per-request access log (target `tower_cdn::access`) is off unless asked for, e.g.
+    // `RUST_LOG=info,tower_cdn::access=info`: formatting it costs a third of a hit's CPU.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_cdn::access=warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.into_config() {
