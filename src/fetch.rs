@@ -43,6 +43,9 @@ pub(crate) enum Fetched<B> {
     Done(Arc<Object>),
     /// The origin failed and the stale object stands in.
     StaleOnError(Arc<Object>),
+    /// Found in the shared tier, stored in memory under this key.
+    #[cfg(feature = "redis")]
+    Shared(CacheKey, Arc<Object>),
     Pass(Response<B>, Fwd),
     /// The edge answers with this error status itself.
     Edge(StatusCode),
@@ -66,6 +69,9 @@ pub(crate) struct Fetch {
     pub(crate) guard: Option<FlightGuard>,
     pub(crate) fwd: Fwd,
     pub(crate) request_cc: CacheControl,
+    /// The origin shield lock this trip holds for the fleet, released after write-through.
+    #[cfg(feature = "redis")]
+    pub(crate) shield: Option<Arc<crate::tier::Lease>>,
 }
 
 /// What a storable response will be stored as.
@@ -144,6 +150,14 @@ impl Fetch {
             if let Some(lm) = stale.last_modified() {
                 parts.headers.insert(IF_MODIFIED_SINCE, lm.clone());
             }
+        }
+        #[cfg(feature = "redis")]
+        if let Some(found) = crate::tier::before_origin(&mut self, &request_headers).await {
+            if found.share {
+                self.publish(FlightState::Shared(found.obj.clone()));
+            }
+            let _ = reply.send(Fetched::Shared(found.key, found.obj));
+            return;
         }
         let request_time = self.shared.clock.now();
         let origin = call_origin(inner, Request::from_parts(parts, body));
@@ -428,30 +442,40 @@ impl Fetch {
         obj
     }
 
-    /// Stores an object under its URL, or under its variant key behind a `Vary` record.
+    /// Stores an object under its URL, or under its variant key behind a `Vary` record; with
+    /// a shared tier, writes both through to it.
     fn commit(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) {
         let store = &self.shared.store;
-        match vary {
+        let (key, record) = match vary {
             Vary::Fields(names) => {
-                let epoch = match store.get(&self.primary) {
-                    Some(Slot::Vary(record)) if record.names == *names => record.epoch,
+                let record = match store.get(&self.primary) {
+                    Some(Slot::Vary(record)) if record.names == *names => record,
                     _ => {
-                        let epoch = self.shared.next_epoch();
-                        let record = VaryRecord {
+                        let record = Arc::new(VaryRecord {
                             names: names.clone(),
-                            epoch,
-                        };
-                        store.insert(self.primary, Slot::Vary(Arc::new(record)));
-                        epoch
+                            epoch: self.shared.next_epoch(),
+                        });
+                        store.insert(self.primary, Slot::Vary(record.clone()));
+                        record
                     }
                 };
-                store.insert(
-                    self.primary.variant(epoch, names, request_headers),
-                    Slot::Object(obj),
-                );
+                let key = self.primary.variant(record.epoch, names, request_headers);
+                (key, Some(record))
             }
-            Vary::None | Vary::Star => store.insert(self.primary, Slot::Object(obj)),
-        }
+            Vary::None | Vary::Star => (self.primary, None),
+        };
+        #[cfg(feature = "redis")]
+        crate::tier::write_through(
+            &self.shared,
+            self.primary,
+            key,
+            record,
+            &obj,
+            self.shield.clone(),
+        );
+        #[cfg(not(feature = "redis"))]
+        let _ = record;
+        store.insert(key, Slot::Object(obj));
     }
 }
 

@@ -22,6 +22,8 @@ pub mod server;
 mod service;
 mod status;
 mod store;
+#[cfg(feature = "redis")]
+mod tier;
 mod variants;
 
 pub use body::CdnBody;
@@ -34,6 +36,8 @@ pub use layer::{CdnLayer, CdnLayerBuilder};
 pub use metrics::MetricsSnapshot;
 pub use service::CdnService;
 pub use status::{CacheStatus, NoStoreReason};
+#[cfg(feature = "redis")]
+pub use tier::{RedisTier, RedisTierBuilder, TierError, TierStats};
 
 /// The error type of response bodies: the origin body's error, or a failed fill.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

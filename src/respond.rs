@@ -191,6 +191,9 @@ pub(crate) enum Served {
     Refreshed,
     /// Stale, standing in for a failed origin (`stale-if-error`).
     OnError,
+    /// Found in the shared tier on a memory miss.
+    #[cfg(feature = "redis")]
+    SharedTier,
 }
 
 /// Answers from a stored object in the representation `rep` (fields and body).
@@ -217,6 +220,11 @@ pub(crate) fn object_response<B>(
         Served::OnError => (
             CacheStatus::Hit,
             format!("{name}; fwd=stale; ttl={ttl}; detail=stale-if-error"),
+        ),
+        #[cfg(feature = "redis")]
+        Served::SharedTier => (
+            CacheStatus::Hit,
+            format!("{name}; hit; ttl={ttl}; detail=shared-tier"),
         ),
     };
     let source = Source::Stored(rep.1.clone());

@@ -58,7 +58,7 @@ impl<S> CdnService<S> {
 
 /// How a stored object may be used for a request (RFC 9111 §4.2, §5.2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reuse {
+pub(crate) enum Reuse {
     Fresh,
     /// Stale, but the request's `max-stale` accepts it.
     Stale,
@@ -67,7 +67,7 @@ enum Reuse {
     Revalidate(Fwd),
 }
 
-fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
+pub(crate) fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
     if obj.rules.no_cache || cc.no_cache {
         return Reuse::Revalidate(if cc.no_cache {
             Fwd::Request
@@ -261,6 +261,10 @@ where
                 Ok(FlightState::StaleOnError(obj)) => {
                     return serve_object(shared, key, &obj, viewer, Served::OnError).await;
                 }
+                #[cfg(feature = "redis")]
+                Ok(FlightState::Shared(obj)) => {
+                    return serve_object(shared, key, &obj, viewer, Served::SharedTier).await;
+                }
                 Ok(FlightState::Failed(status)) => return edge_error(shared, status),
                 Ok(FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_))
                 | Err(_) => {}
@@ -283,6 +287,8 @@ where
         guard,
         fwd,
         request_cc,
+        #[cfg(feature = "redis")]
+        shield: None,
     };
     let (tx, mut rx) = oneshot::channel();
     tokio::spawn(fetch.run(inner, req, tx));
@@ -300,6 +306,10 @@ where
         Ok(Fetched::Done(obj)) => serve_object(shared, key, &obj, viewer, Served::Refreshed).await,
         Ok(Fetched::StaleOnError(obj)) => {
             serve_object(shared, key, &obj, viewer, Served::OnError).await
+        }
+        #[cfg(feature = "redis")]
+        Ok(Fetched::Shared(key, obj)) => {
+            serve_object(shared, key, &obj, viewer, Served::SharedTier).await
         }
         Ok(Fetched::Pass(res, fwd)) => pass_response(shared, res, fwd),
         Ok(Fetched::Edge(status)) => edge_error(shared, status),
@@ -336,6 +346,8 @@ impl<S> CdnService<S> {
             guard: Some(guard),
             fwd: Fwd::Stale,
             request_cc,
+            #[cfg(feature = "redis")]
+            shield: None,
         };
         let (tx, _) = oneshot::channel();
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
@@ -399,9 +411,10 @@ fn invalidate(shared: &Shared, uri: &Uri, host: Option<&HeaderValue>, response: 
     }
     let scheme = scheme_of(uri);
     let host = host_of(uri, &host_headers);
-    shared
-        .store
-        .remove(&CacheKey::for_parts(scheme, host, uri.path(), uri.query()));
+    let key = CacheKey::for_parts(scheme, host, uri.path(), uri.query());
+    shared.store.remove(&key);
+    #[cfg(feature = "redis")]
+    crate::tier::invalidate(shared, key);
     for name in [LOCATION, CONTENT_LOCATION] {
         let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
@@ -419,12 +432,10 @@ fn invalidate(shared: &Shared, uri: &Uri, host: Option<&HeaderValue>, response: 
             None => target.path().starts_with('/'),
         };
         if same_origin {
-            shared.store.remove(&CacheKey::for_parts(
-                scheme,
-                host,
-                target.path(),
-                target.query(),
-            ));
+            let key = CacheKey::for_parts(scheme, host, target.path(), target.query());
+            shared.store.remove(&key);
+            #[cfg(feature = "redis")]
+            crate::tier::invalidate(shared, key);
         }
     }
 }
