@@ -24,6 +24,9 @@ pub(crate) enum FlightState {
     Streaming(Arc<Fill>),
     /// The object is complete (stored, or refreshed by a 304).
     Done(Arc<Object>),
+    /// Found in the shared tier and promoted into memory.
+    #[cfg(feature = "redis")]
+    Shared(Arc<Object>),
     /// The origin failed; the stale object stands in (stale-if-error).
     StaleOnError(Arc<Object>),
     /// The origin failed and nothing may stand in: answer this status.

@@ -47,6 +47,9 @@ pub(crate) enum Fetched<B> {
     Done(Arc<Object>),
     /// The origin failed and the stale object stands in.
     StaleOnError(Arc<Object>),
+    /// Found in the shared tier, stored in memory under this key.
+    #[cfg(feature = "redis")]
+    Shared(CacheKey, Arc<Object>),
     Pass(Response<B>, Fwd),
     /// The edge answers with this error status itself.
     Edge(StatusCode),
@@ -74,6 +77,9 @@ pub(crate) struct Fetch {
     pub(crate) method: Method,
     /// The purge generation when the origin request left.
     pub(crate) generation: u64,
+    /// The origin shield lock this trip holds for the fleet, released after write-through.
+    #[cfg(feature = "redis")]
+    pub(crate) shield: Option<Arc<crate::tier::Lease>>,
 }
 
 /// What a storable response will be stored as.
@@ -216,6 +222,16 @@ impl Fetch {
                 parts.headers.insert(IF_MODIFIED_SINCE, lm.clone());
             }
         }
+        // What this request brings back may be stored only if no purge comes in between.
+        self.generation = self.shared.purge_generation.load(Ordering::SeqCst);
+        #[cfg(feature = "redis")]
+        if let Some(found) = crate::tier::before_origin(&mut self, &request_headers).await {
+            if found.share {
+                self.publish(FlightState::Shared(found.obj.clone()));
+            }
+            let _ = reply.send(Fetched::Shared(found.key, found.obj));
+            return;
+        }
         // A cap on concurrent origin requests (held until the body is read): over it, wait
         // a bounded time, then answer as for a failed origin.
         let _permit = match &self.shared.origin_concurrency {
@@ -229,8 +245,6 @@ impl Fetch {
             None => None,
         };
         let request_time = self.shared.clock.now();
-        // What this request brings back may be stored only if no purge comes in between.
-        self.generation = self.shared.purge_generation.load(Ordering::SeqCst);
         let started = Instant::now();
         let origin = call_origin(inner, Request::from_parts(parts, body));
         let res = match tokio::time::timeout(self.shared.origin_timeout, origin).await {
@@ -536,40 +550,54 @@ impl Fetch {
     /// Stores an object under its URL, or under its variant key behind a `Vary` record —
     /// and takes it back if a purge came in since the origin request left. Inserting before
     /// checking means a purge either sees the object in its scan or bumps the generation
-    /// before the check.
+    /// before the check. With a shared tier, what stays is written through to it.
     fn commit(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) {
-        let key = self.store_under(obj.clone(), vary, request_headers);
+        let (key, record) = self.store_under(obj.clone(), vary, request_headers);
         if self.shared.purge_generation.load(Ordering::SeqCst) != self.generation {
             tracing::debug!(path = %obj.path, "purged while filling: not kept");
             self.shared.store.remove_if_same(&key, &obj);
+            return;
         }
+        #[cfg(feature = "redis")]
+        crate::tier::write_through(
+            &self.shared,
+            self.primary,
+            key,
+            record,
+            &obj,
+            self.shield.clone(),
+        );
+        #[cfg(not(feature = "redis"))]
+        let _ = record;
     }
 
-    fn store_under(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) -> CacheKey {
+    fn store_under(
+        &self,
+        obj: Arc<Object>,
+        vary: &Vary,
+        request_headers: &HeaderMap,
+    ) -> (CacheKey, Option<Arc<VaryRecord>>) {
         let store = &self.shared.store;
-        match vary {
+        let (key, record) = match vary {
             Vary::Fields(names) => {
-                let epoch = match store.get(&self.primary) {
-                    Some(Slot::Vary(record)) if record.names == *names => record.epoch,
+                let record = match store.get(&self.primary) {
+                    Some(Slot::Vary(record)) if record.names == *names => record,
                     _ => {
-                        let epoch = self.shared.next_epoch();
-                        let record = VaryRecord {
+                        let record = Arc::new(VaryRecord {
                             names: names.clone(),
-                            epoch,
-                        };
-                        store.insert(self.primary, Slot::Vary(Arc::new(record)));
-                        epoch
+                            epoch: self.shared.next_epoch(),
+                        });
+                        store.insert(self.primary, Slot::Vary(record.clone()));
+                        record
                     }
                 };
-                let key = self.primary.variant(epoch, names, request_headers);
-                store.insert(key, Slot::Object(obj));
-                key
+                let key = self.primary.variant(record.epoch, names, request_headers);
+                (key, Some(record))
             }
-            Vary::None | Vary::Star => {
-                store.insert(self.primary, Slot::Object(obj));
-                self.primary
-            }
-        }
+            Vary::None | Vary::Star => (self.primary, None),
+        };
+        store.insert(key, Slot::Object(obj));
+        (key, record)
     }
 }
 

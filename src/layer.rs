@@ -1,5 +1,7 @@
 //! [`CdnLayer`]: the configuration and the parts every clone shares.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,12 @@ impl CdnLayer {
     pub fn store_entries(&self) -> usize {
         self.shared.store.len()
     }
+
+    /// The shared tier's counters, if the layer has one.
+    #[cfg(feature = "redis")]
+    pub fn tier_stats(&self) -> Option<crate::TierStats> {
+        self.shared.tier.as_ref().map(crate::RedisTier::stats)
+    }
 }
 
 impl Default for CdnLayer {
@@ -121,6 +129,8 @@ pub struct CdnLayerBuilder {
     error_ttls: Vec<(StatusCode, Duration)>,
     custom_errors: Vec<CustomErrorResponse>,
     compress: bool,
+    #[cfg(feature = "redis")]
+    tier: Option<crate::RedisTier>,
 }
 
 impl Default for CdnLayerBuilder {
@@ -147,6 +157,8 @@ impl Default for CdnLayerBuilder {
             error_ttls: Vec::new(),
             custom_errors: Vec::new(),
             compress: true,
+            #[cfg(feature = "redis")]
+            tier: None,
         }
     }
 }
@@ -341,6 +353,15 @@ impl CdnLayerBuilder {
         self.compress(false)
     }
 
+    /// A shared second tier: misses look in Redis before the origin, and stored objects are
+    /// written through to it, so several nodes share what any of them fetched. See
+    /// [`RedisTier`](crate::RedisTier).
+    #[cfg(feature = "redis")]
+    pub fn shared_tier(mut self, tier: crate::RedisTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<CdnLayer, ConfigError> {
         if self.capacity == 0 {
@@ -414,8 +435,12 @@ impl CdnLayerBuilder {
                 custom_errors: self.custom_errors,
                 variant_flights: Arc::new(Flights::default()),
                 metrics: Metrics::default(),
-                epochs: AtomicU64::new(1),
+                // Nodes sharing a tier share `Vary` records: a random start keeps one node's
+                // new record from reusing an epoch another node gave the same URL.
+                epochs: AtomicU64::new(RandomState::new().build_hasher().finish() >> 1),
                 purge_generation: AtomicU64::new(0),
+                #[cfg(feature = "redis")]
+                tier: self.tier,
             }),
         })
     }
@@ -492,6 +517,8 @@ pub(crate) struct Shared {
     epochs: AtomicU64,
     /// Bumped by every purge; a fill that saw another value when it started is not stored.
     pub(crate) purge_generation: AtomicU64,
+    #[cfg(feature = "redis")]
+    pub(crate) tier: Option<crate::RedisTier>,
 }
 
 /// Resolves a behavior: its cache policy's TTL rules and its compression setting.

@@ -30,6 +30,8 @@ mod service;
 pub mod signing;
 mod status;
 mod store;
+#[cfg(feature = "redis")]
+mod tier;
 mod variants;
 
 pub use access::{
@@ -59,6 +61,8 @@ pub use origin_group::{
 pub use purge::Purge;
 pub use service::CdnService;
 pub use status::{CacheStatus, NoStoreReason};
+#[cfg(feature = "redis")]
+pub use tier::{RedisTier, RedisTierBuilder, TierError, TierStats};
 
 /// The error type of response bodies: the origin body's error, or a failed fill.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -199,6 +199,9 @@ pub(crate) enum Served {
     Refreshed,
     /// Stale, standing in for a failed origin (`stale-if-error`).
     OnError,
+    /// Found in the shared tier on a memory miss.
+    #[cfg(feature = "redis")]
+    SharedTier,
 }
 
 /// Answers from a stored object in the representation `rep` (fields and body).
@@ -225,6 +228,11 @@ pub(crate) fn object_response<B>(
         Served::OnError => (
             CacheStatus::Hit,
             format!("{name}; fwd=stale; ttl={ttl}; detail=stale-if-error"),
+        ),
+        #[cfg(feature = "redis")]
+        Served::SharedTier => (
+            CacheStatus::Hit,
+            format!("{name}; hit; ttl={ttl}; detail=shared-tier"),
         ),
     };
     let metrics = &shared.metrics;

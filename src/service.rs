@@ -63,7 +63,7 @@ impl<S> CdnService<S> {
 
 /// How a stored object may be used for a request (RFC 9111 §4.2, §5.2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reuse {
+pub(crate) enum Reuse {
     Fresh,
     /// Stale, but the request's `max-stale` accepts it.
     Stale,
@@ -72,7 +72,7 @@ enum Reuse {
     Revalidate(Fwd),
 }
 
-fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
+pub(crate) fn reuse(obj: &Object, cc: &CacheControl, now: SystemTime) -> Reuse {
     if obj.rules.no_cache || cc.no_cache {
         return Reuse::Revalidate(if cc.no_cache {
             Fwd::Request
@@ -523,6 +523,10 @@ where
                 Ok(FlightState::StaleOnError(obj)) => {
                     return serve_object(shared, key, &obj, viewer, Served::OnError).await;
                 }
+                #[cfg(feature = "redis")]
+                Ok(FlightState::Shared(obj)) => {
+                    return serve_object(shared, key, &obj, viewer, Served::SharedTier).await;
+                }
                 Ok(FlightState::Failed(status)) => return edge_error(shared, status),
                 Ok(FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_))
                 | Err(_) => {}
@@ -548,6 +552,8 @@ where
         request_cc,
         method: req.method().clone(),
         generation: 0,
+        #[cfg(feature = "redis")]
+        shield: None,
     };
     let (tx, mut rx) = oneshot::channel();
     tokio::spawn(fetch.run(inner, req, tx));
@@ -565,6 +571,10 @@ where
         Ok(Fetched::Done(obj)) => serve_object(shared, key, &obj, viewer, Served::Refreshed).await,
         Ok(Fetched::StaleOnError(obj)) => {
             serve_object(shared, key, &obj, viewer, Served::OnError).await
+        }
+        #[cfg(feature = "redis")]
+        Ok(Fetched::Shared(key, obj)) => {
+            serve_object(shared, key, &obj, viewer, Served::SharedTier).await
         }
         // Looked up and missed; the answer turned out not to be storable.
         Ok(Fetched::Pass(res, fwd)) => pass_response(shared, res, fwd, CacheStatus::Miss),
@@ -606,6 +616,8 @@ impl<S> CdnService<S> {
             request_cc,
             method: req.method().clone(),
             generation: 0,
+            #[cfg(feature = "redis")]
+            shield: None,
         };
         let (tx, _) = oneshot::channel();
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
@@ -690,16 +702,15 @@ impl<S> CdnService<S> {
 }
 
 /// Removes the target URI and the same-origin `Location` / `Content-Location` URIs
-/// (RFC 9111 §4.4), each keyed as a lookup by this viewer would key it. Variants go with
-/// their `Vary` record.
+/// (RFC 9111 §4.4), each keyed as a lookup by this viewer would key it, here and in the
+/// shared tier. Variants go with their `Vary` record.
 fn invalidate(shared: &Shared, mut target: Request<()>, https: bool, response: &HeaderMap) {
     let remove = |target: &Request<()>| {
         let route = &shared.routes[shared.route_index(target.uri().path())];
-        shared.store.remove(&CacheKey::for_request_with(
-            target,
-            &route.behavior.key_policy,
-            https,
-        ));
+        let key = CacheKey::for_request_with(target, &route.behavior.key_policy, https);
+        shared.store.remove(&key);
+        #[cfg(feature = "redis")]
+        crate::tier::invalidate(shared, key);
     };
     remove(&target);
     let host = host_of(target.uri(), target.headers()).to_vec();

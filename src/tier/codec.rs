@@ -1,0 +1,630 @@
+//! The shared tier's binary format: stored objects and `Vary` records as Redis values.
+//!
+//! Every value starts with the magic `TCDN`, a format version and a kind byte. Integers are
+//! little-endian; strings and byte runs carry their length first. Decoding checks every
+//! length against what is left, every field name and value, the status and the times, and
+//! returns an error for anything else (a wrong magic, another version, trailing bytes), never
+//! a panic: a value that does not decode is a miss.
+//!
+//! ```text
+//! value   = "TCDN" version:u8 kind:u8 (object | vary)
+//! object  = status:u16 response_time:(secs:u64 nanos:u32) corrected_initial_age:u64
+//!           freshness_lifetime:u64 flags:u8 stale_while_revalidate:u64 stale_if_error:u64
+//!           coding:u8 host:str32 path:str32 fields body:bytes32
+//!           variant_count:u8 (encoding:u8 fields body:bytes32)*
+//! fields  = count:u32 (name:bytes16 value:bytes32)*
+//! vary    = epoch:u64 count:u16 name:bytes16*
+//! flags   = bit 0 no-cache, bit 1 no stale reuse, bit 2 compressible
+//! coding  = 0 identity, 1 gzip, 2 br, 3 zstd, 4 opaque (a coding the edge cannot undo)
+//! ```
+
+use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes};
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::encoding::Encoding;
+use crate::entry::{weigh, Coding, Object, ReuseRules, Variant, VaryRecord};
+
+/// The first bytes of every value.
+pub(crate) const MAGIC: [u8; 4] = *b"TCDN";
+/// The format version written; values of other versions are misses.
+pub(crate) const VERSION: u8 = 1;
+
+const KIND_OBJECT: u8 = 1;
+const KIND_VARY: u8 = 2;
+
+const FLAG_NO_CACHE: u8 = 1;
+const FLAG_NO_STALE: u8 = 1 << 1;
+const FLAG_COMPRESSIBLE: u8 = 1 << 2;
+
+/// A decoded value.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    Object(Box<Object>),
+    Vary(VaryRecord),
+}
+
+/// Why a value did not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// Not a value of this format.
+    Magic,
+    /// Written by another version of the format.
+    Version(u8),
+    /// An unknown kind of value.
+    Kind(u8),
+    /// A length runs past the end of the value.
+    Truncated,
+    /// A field that is not valid.
+    Invalid(&'static str),
+    /// Bytes left over after the value.
+    Trailing,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Magic => f.write_str("not a tower-cdn value"),
+            DecodeError::Version(v) => write!(f, "format version {v}, expected {VERSION}"),
+            DecodeError::Kind(k) => write!(f, "unknown value kind {k}"),
+            DecodeError::Truncated => f.write_str("value truncated"),
+            DecodeError::Invalid(what) => write!(f, "invalid {what}"),
+            DecodeError::Trailing => f.write_str("bytes after the end of the value"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn coding_byte(coding: Coding) -> u8 {
+    match coding {
+        Coding::Identity | Coding::Encoded(Encoding::Identity) => 0,
+        Coding::Encoded(Encoding::Gzip) => 1,
+        Coding::Encoded(Encoding::Br) => 2,
+        Coding::Encoded(Encoding::Zstd) => 3,
+        Coding::Opaque => 4,
+    }
+}
+
+fn encoding_byte(encoding: Encoding) -> u8 {
+    match encoding {
+        Encoding::Identity => 0,
+        Encoding::Gzip => 1,
+        Encoding::Br => 2,
+        Encoding::Zstd => 3,
+    }
+}
+
+fn encoding_of(byte: u8) -> Result<Encoding, DecodeError> {
+    Ok(match byte {
+        0 => Encoding::Identity,
+        1 => Encoding::Gzip,
+        2 => Encoding::Br,
+        3 => Encoding::Zstd,
+        _ => return Err(DecodeError::Invalid("encoding")),
+    })
+}
+
+fn fields_len(headers: &HeaderMap) -> usize {
+    4 + headers
+        .iter()
+        .map(|(k, v)| 6 + k.as_str().len() + v.len())
+        .sum::<usize>()
+}
+
+fn put_fields(out: &mut Vec<u8>, headers: &HeaderMap) -> Option<()> {
+    out.put_u32_le(u32::try_from(headers.len()).ok()?);
+    for (name, value) in headers {
+        out.put_u16_le(u16::try_from(name.as_str().len()).ok()?);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u32_le(u32::try_from(value.len()).ok()?);
+        out.put_slice(value.as_bytes());
+    }
+    Some(())
+}
+
+fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+    out.put_u32_le(u32::try_from(bytes.len()).ok()?);
+    out.put_slice(bytes);
+    Some(())
+}
+
+fn put_head(out: &mut Vec<u8>, kind: u8) {
+    out.put_slice(&MAGIC);
+    out.put_u8(VERSION);
+    out.put_u8(kind);
+}
+
+/// Encodes an object, or `None` when its body is larger than `max_body` bytes (or its
+/// response time predates 1970). Other codings are kept only while the body and every
+/// coding together stay within `max_body`; a reader makes them again on demand.
+pub(crate) fn encode_object(obj: &Object, max_body: usize) -> Option<Vec<u8>> {
+    if obj.body.len() > max_body {
+        return None;
+    }
+    let since_epoch = obj.response_time.duration_since(UNIX_EPOCH).ok()?;
+    let mut variants = Vec::new();
+    let mut total = obj.body.len();
+    for v in &obj.variants {
+        total += v.body.len();
+        if total > max_body || variants.len() == usize::from(u8::MAX) {
+            break;
+        }
+        variants.push(v);
+    }
+    let len = 6
+        + 2
+        + 12
+        + 16
+        + 1
+        + 16
+        + 1
+        + 8
+        + obj.host.len()
+        + obj.path.len()
+        + fields_len(&obj.headers)
+        + 4
+        + obj.body.len()
+        + 1
+        + variants
+            .iter()
+            .map(|v| 5 + fields_len(&v.headers) + v.body.len())
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    put_head(&mut out, KIND_OBJECT);
+    out.put_u16_le(obj.status.as_u16());
+    out.put_u64_le(since_epoch.as_secs());
+    out.put_u32_le(since_epoch.subsec_nanos());
+    out.put_u64_le(obj.corrected_initial_age);
+    out.put_u64_le(obj.freshness_lifetime);
+    let mut flags = 0;
+    if obj.rules.no_cache {
+        flags |= FLAG_NO_CACHE;
+    }
+    if obj.rules.no_stale {
+        flags |= FLAG_NO_STALE;
+    }
+    if obj.compressible {
+        flags |= FLAG_COMPRESSIBLE;
+    }
+    out.put_u8(flags);
+    out.put_u64_le(obj.rules.stale_while_revalidate);
+    out.put_u64_le(obj.rules.stale_if_error);
+    out.put_u8(coding_byte(obj.coding));
+    put_bytes32(&mut out, obj.host.as_bytes())?;
+    put_bytes32(&mut out, obj.path.as_bytes())?;
+    put_fields(&mut out, &obj.headers)?;
+    put_bytes32(&mut out, &obj.body)?;
+    out.put_u8(variants.len() as u8);
+    for v in variants {
+        out.put_u8(encoding_byte(v.encoding));
+        put_fields(&mut out, &v.headers)?;
+        put_bytes32(&mut out, &v.body)?;
+    }
+    debug_assert_eq!(out.len(), len);
+    Some(out)
+}
+
+/// Encodes a `Vary` record.
+pub(crate) fn encode_vary(record: &VaryRecord) -> Vec<u8> {
+    let names: usize = record.names.iter().map(|n| 2 + n.as_str().len()).sum();
+    let mut out = Vec::with_capacity(6 + 8 + 2 + names);
+    put_head(&mut out, KIND_VARY);
+    out.put_u64_le(record.epoch);
+    // A response's `Vary` is bounded far below this by the header size limits.
+    let count = record.names.len().min(usize::from(u16::MAX));
+    out.put_u16_le(count as u16);
+    for name in &record.names[..count] {
+        let name = name.as_str().as_bytes();
+        let len = name.len().min(usize::from(u16::MAX));
+        out.put_u16_le(len as u16);
+        out.put_slice(&name[..len]);
+    }
+    out
+}
+
+/// Decodes a value. Bodies are slices of `value`, not copies.
+pub(crate) fn decode(value: Bytes) -> Result<Decoded, DecodeError> {
+    let mut r = Reader { buf: value, pos: 0 };
+    if r.take(4)? != MAGIC {
+        return Err(DecodeError::Magic);
+    }
+    match r.u8()? {
+        VERSION => {}
+        other => return Err(DecodeError::Version(other)),
+    }
+    let decoded = match r.u8()? {
+        KIND_OBJECT => Decoded::Object(Box::new(r.object()?)),
+        KIND_VARY => Decoded::Vary(r.vary()?),
+        other => return Err(DecodeError::Kind(other)),
+    };
+    if r.pos != r.buf.len() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(decoded)
+}
+
+/// A cursor over a value; every read is checked against what is left.
+struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let bytes = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn bytes32(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        let start = self.pos;
+        self.take(len)?;
+        Ok(self.buf.slice(start..start + len))
+    }
+
+    fn str32(&mut self, what: &'static str) -> Result<Box<str>, DecodeError> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?)
+            .map(Box::from)
+            .map_err(|_| DecodeError::Invalid(what))
+    }
+
+    fn name(&mut self) -> Result<HeaderName, DecodeError> {
+        let len = usize::from(self.u16()?);
+        HeaderName::from_bytes(self.take(len)?).map_err(|_| DecodeError::Invalid("field name"))
+    }
+
+    fn fields(&mut self) -> Result<HeaderMap, DecodeError> {
+        let count = self.u32()?;
+        let mut headers = HeaderMap::new();
+        for _ in 0..count {
+            let name = self.name()?;
+            let len = self.u32()? as usize;
+            let value = HeaderValue::from_bytes(self.take(len)?)
+                .map_err(|_| DecodeError::Invalid("field value"))?;
+            headers
+                .try_append(name, value)
+                .map_err(|_| DecodeError::Invalid("field count"))?;
+        }
+        Ok(headers)
+    }
+
+    fn object(&mut self) -> Result<Object, DecodeError> {
+        let status =
+            StatusCode::from_u16(self.u16()?).map_err(|_| DecodeError::Invalid("status"))?;
+        let (secs, nanos) = (self.u64()?, self.u32()?);
+        if nanos >= 1_000_000_000 {
+            return Err(DecodeError::Invalid("response time"));
+        }
+        let response_time = UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos))
+            .ok_or(DecodeError::Invalid("response time"))?;
+        let corrected_initial_age = self.u64()?;
+        let freshness_lifetime = self.u64()?;
+        let flags = self.u8()?;
+        if flags & !(FLAG_NO_CACHE | FLAG_NO_STALE | FLAG_COMPRESSIBLE) != 0 {
+            return Err(DecodeError::Invalid("flags"));
+        }
+        let rules = ReuseRules {
+            no_cache: flags & FLAG_NO_CACHE != 0,
+            no_stale: flags & FLAG_NO_STALE != 0,
+            stale_while_revalidate: self.u64()?,
+            stale_if_error: self.u64()?,
+        };
+        let coding = match self.u8()? {
+            4 => Coding::Opaque,
+            b => match encoding_of(b)? {
+                Encoding::Identity => Coding::Identity,
+                e => Coding::Encoded(e),
+            },
+        };
+        let host = self.str32("host")?;
+        let path = self.str32("path")?;
+        let headers = self.fields()?;
+        let body = self.bytes32()?;
+        let mut weight = weigh(&headers, &body, host.len() + path.len());
+        let count = self.u8()?;
+        let mut variants = Vec::new();
+        for _ in 0..count {
+            let encoding = encoding_of(self.u8()?)?;
+            let headers = self.fields()?;
+            let body = self.bytes32()?;
+            weight += weigh(&headers, &body, 0);
+            variants.push(Variant {
+                encoding,
+                headers,
+                body,
+            });
+        }
+        Ok(Object {
+            status,
+            // Tags travel in their own fields, which the object keeps.
+            tags: crate::purge::tags_of(&headers),
+            headers,
+            body,
+            response_time,
+            corrected_initial_age,
+            freshness_lifetime,
+            rules,
+            host,
+            path,
+            coding,
+            compressible: flags & FLAG_COMPRESSIBLE != 0,
+            variants,
+            weight,
+        })
+    }
+
+    fn vary(&mut self) -> Result<VaryRecord, DecodeError> {
+        let epoch = self.u64()?;
+        let count = self.u16()?;
+        let mut names = Vec::new();
+        for _ in 0..count {
+            names.push(self.name()?);
+        }
+        if names.is_empty() {
+            return Err(DecodeError::Invalid("vary record without names"));
+        }
+        Ok(VaryRecord { names, epoch })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn object() -> Object {
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        headers.append("set-thing", HeaderValue::from_static("a"));
+        headers.append("set-thing", HeaderValue::from_static("b"));
+        headers.insert("etag", HeaderValue::from_static("\"v1\""));
+        let body = Bytes::from_static(b"hello, shared tier");
+        let mut variant_headers = headers.clone();
+        variant_headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+        let variant = Variant {
+            encoding: Encoding::Gzip,
+            headers: variant_headers,
+            body: Bytes::from_static(b"\x1f\x8bnot really gzip"),
+        };
+        let weight = weigh(&headers, &body, 13) + weigh(&variant.headers, &variant.body, 0);
+        Object {
+            status: StatusCode::OK,
+            tags: Default::default(),
+            headers,
+            body,
+            response_time: UNIX_EPOCH + Duration::new(1_767_225_600, 123_456_789),
+            corrected_initial_age: 5,
+            freshness_lifetime: 60,
+            rules: ReuseRules {
+                no_cache: false,
+                no_stale: true,
+                stale_while_revalidate: 30,
+                stale_if_error: 300,
+            },
+            host: "example.com".into(),
+            path: "/a".into(),
+            coding: Coding::Identity,
+            compressible: true,
+            variants: vec![variant],
+            weight,
+        }
+    }
+
+    fn decode_object(bytes: Vec<u8>) -> Object {
+        match decode(Bytes::from(bytes)) {
+            Ok(Decoded::Object(obj)) => *obj,
+            other => panic!("expected an object, got {other:?}"),
+        }
+    }
+
+    fn assert_same(a: &Object, b: &Object) {
+        assert_eq!(a.status, b.status);
+        assert_eq!(a.headers, b.headers);
+        assert_eq!(a.body, b.body);
+        assert_eq!(a.response_time, b.response_time);
+        assert_eq!(a.corrected_initial_age, b.corrected_initial_age);
+        assert_eq!(a.freshness_lifetime, b.freshness_lifetime);
+        assert_eq!(a.rules, b.rules);
+        assert_eq!(a.host, b.host);
+        assert_eq!(a.path, b.path);
+        assert_eq!(a.coding, b.coding);
+        assert_eq!(a.compressible, b.compressible);
+        assert_eq!(a.weight, b.weight);
+        assert_eq!(a.variants.len(), b.variants.len());
+        for (x, y) in a.variants.iter().zip(&b.variants) {
+            assert_eq!(x.encoding, y.encoding);
+            assert_eq!(x.headers, y.headers);
+            assert_eq!(x.body, y.body);
+        }
+    }
+
+    #[test]
+    fn object_round_trips() {
+        let obj = object();
+        let decoded = decode_object(encode_object(&obj, 1 << 20).unwrap());
+        assert_same(&obj, &decoded);
+        // Multi-valued fields keep their order.
+        let values: Vec<_> = decoded.headers.get_all("set-thing").iter().collect();
+        assert_eq!(values, ["a", "b"]);
+    }
+
+    #[test]
+    fn every_coding_round_trips() {
+        for coding in [
+            Coding::Identity,
+            Coding::Encoded(Encoding::Gzip),
+            Coding::Encoded(Encoding::Br),
+            Coding::Encoded(Encoding::Zstd),
+            Coding::Opaque,
+        ] {
+            let obj = Object {
+                coding,
+                compressible: false,
+                variants: Vec::new(),
+                status: StatusCode::NOT_FOUND,
+                ..object()
+            };
+            let decoded = decode_object(encode_object(&obj, 1 << 20).unwrap());
+            assert_eq!(decoded.coding, coding);
+            assert_eq!(decoded.status, StatusCode::NOT_FOUND);
+            assert!(!decoded.compressible);
+        }
+    }
+
+    #[test]
+    fn vary_record_round_trips() {
+        let record = VaryRecord {
+            names: vec![
+                HeaderName::from_static("accept-language"),
+                HeaderName::from_static("x-device"),
+            ],
+            epoch: 0xdead_beef_0000_0001,
+        };
+        match decode(Bytes::from(encode_vary(&record))) {
+            Ok(Decoded::Vary(r)) => {
+                assert_eq!(r.names, record.names);
+                assert_eq!(r.epoch, record.epoch);
+            }
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_over_the_bound_are_not_encoded_and_codings_are_dropped_first() {
+        let obj = object();
+        assert!(encode_object(&obj, obj.body.len() - 1).is_none());
+        // Room for the body but not for the gzip coding: the object goes without it.
+        let decoded = decode_object(encode_object(&obj, obj.body.len()).unwrap());
+        assert!(decoded.variants.is_empty());
+        assert_eq!(decoded.body, obj.body);
+        assert_eq!(decoded.weight, weigh(&obj.headers, &obj.body, 13));
+    }
+
+    #[test]
+    fn other_versions_kinds_and_magics_are_refused() {
+        let mut bytes = encode_object(&object(), 1 << 20).unwrap();
+        bytes[4] = VERSION + 1;
+        assert_eq!(
+            decode(Bytes::from(bytes.clone())).unwrap_err(),
+            DecodeError::Version(VERSION + 1)
+        );
+        bytes[4] = VERSION;
+        bytes[5] = 9;
+        assert_eq!(
+            decode(Bytes::from(bytes.clone())).unwrap_err(),
+            DecodeError::Kind(9)
+        );
+        bytes[0] = b'X';
+        assert_eq!(decode(Bytes::from(bytes)).unwrap_err(), DecodeError::Magic);
+        assert_eq!(
+            decode(Bytes::from_static(b"")).unwrap_err(),
+            DecodeError::Truncated
+        );
+    }
+
+    #[test]
+    fn truncated_and_padded_values_are_refused() {
+        let bytes = encode_object(&object(), 1 << 20).unwrap();
+        for len in 0..bytes.len() {
+            assert!(
+                decode(Bytes::copy_from_slice(&bytes[..len])).is_err(),
+                "a value cut at {len} bytes decoded"
+            );
+        }
+        let mut padded = bytes;
+        padded.push(0);
+        assert_eq!(
+            decode(Bytes::from(padded)).unwrap_err(),
+            DecodeError::Trailing
+        );
+    }
+
+    #[test]
+    fn invalid_fields_are_refused() {
+        let obj = object();
+        let bytes = encode_object(&obj, 1 << 20).unwrap();
+        // The status: 6 bytes of head, then the u16.
+        let mut bad = bytes.clone();
+        bad[6..8].copy_from_slice(&1000u16.to_le_bytes());
+        assert_eq!(
+            decode(Bytes::from(bad)).unwrap_err(),
+            DecodeError::Invalid("status")
+        );
+        // Nanoseconds past a second.
+        let mut bad = bytes.clone();
+        bad[16..20].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+        assert_eq!(
+            decode(Bytes::from(bad)).unwrap_err(),
+            DecodeError::Invalid("response time")
+        );
+        // A field value with a newline in it.
+        let at = bytes.windows(4).position(|w| w == b"\"v1\"").unwrap();
+        let mut bad = bytes;
+        bad[at] = b'\n';
+        assert_eq!(
+            decode(Bytes::from(bad)).unwrap_err(),
+            DecodeError::Invalid("field value")
+        );
+    }
+
+    #[test]
+    fn huge_counts_fail_without_allocating() {
+        let mut bytes = Vec::new();
+        put_head(&mut bytes, KIND_VARY);
+        bytes.put_u64_le(1);
+        bytes.put_u16_le(u16::MAX);
+        assert_eq!(
+            decode(Bytes::from(bytes)).unwrap_err(),
+            DecodeError::Truncated
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut value = MAGIC.to_vec();
+            value.push(VERSION);
+            value.extend_from_slice(&bytes);
+            let _ = decode(Bytes::from(value));
+            let _ = decode(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic(at in any::<prop::sample::Index>(), to in any::<u8>()) {
+            let mut bytes = encode_object(&object(), 1 << 20).unwrap();
+            let at = at.index(bytes.len());
+            bytes[at] = to;
+            let _ = decode(Bytes::from(bytes));
+        }
+    }
+}
