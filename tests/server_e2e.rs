@@ -525,3 +525,70 @@ async fn admin_listen_without_a_token_is_refused() {
     let err = Server::bind(config).await.unwrap_err();
     assert!(err.to_string().contains("admin token"), "{err}");
 }
+
+#[tokio::test]
+async fn too_many_header_fields_get_431() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let edge = start_edge(edge_config(Some(origin_addr))).await;
+        let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        let mut head = String::from("GET /echo HTTP/1.1\r\nhost: x\r\n");
+        for i in 0..200 {
+            head.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = vec![0; 64];
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut answer)
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        assert_eq!(origin.hits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed() {
+    within(async {
+        let (origin_addr, _origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.max_connections = 1;
+        let edge = start_edge(config).await;
+        let first = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut second, b"GET /echo HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .ok();
+        let mut buf = [0; 16];
+        let read = tokio::io::AsyncReadExt::read(&mut second, &mut buf).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the second connection is closed: {read:?}"
+        );
+        drop((first, second));
+        // The first one's slot comes back once it closes.
+        let mut served = false;
+        for _ in 0..100 {
+            let response = tokio::time::timeout(Duration::from_millis(500), async {
+                client()
+                    .request(
+                        request(Method::GET, edge.addr, "/echo")
+                            .body(Full::default())
+                            .unwrap(),
+                    )
+                    .await
+            })
+            .await;
+            if matches!(response, Ok(Ok(ref r)) if r.status() == StatusCode::OK) {
+                served = true;
+                break;
+            }
+        }
+        assert!(served);
+    })
+    .await;
+}

@@ -75,6 +75,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "POLICY")]
     pub viewer_protocol: Option<ViewerProtocol>,
 
+    /// The most connections open at once; more are closed as they arrive [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// The memory store's size in bytes [default: 256 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
@@ -114,6 +118,7 @@ impl Cli {
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol,
+            max_connections: self.max_connections,
             max_bytes: self.max_bytes,
             host_header: self.host_header,
             origin_timeout: self.origin_timeout,

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// What plain-HTTP viewers get.
     pub viewer_protocol: ViewerProtocol,
+    /// The most connections open at once; more are closed as they arrive (default 10,000).
+    pub max_connections: usize,
 }
 
 /// What plain-HTTP viewers get, like CloudFront's viewer protocol policy.
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_token: None,
             viewer_protocol: ViewerProtocol::AllowAll,
+            max_connections: 10_000,
         }
     }
 }
@@ -167,6 +170,7 @@ pub(crate) struct ConfigLayer {
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) admin_token: Option<String>,
     pub(crate) viewer_protocol: Option<ViewerProtocol>,
+    pub(crate) max_connections: Option<usize>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) host_header: Option<HostHeader>,
     #[serde(deserialize_with = "de_duration")]
@@ -207,6 +211,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             admin_token: self.admin_token.or(lower.admin_token),
             viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
+            max_connections: self.max_connections.or(lower.max_connections),
             max_bytes: self.max_bytes.or(lower.max_bytes),
             host_header: self.host_header.or(lower.host_header),
             origin_timeout: self.origin_timeout.or(lower.origin_timeout),
@@ -234,6 +239,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol.unwrap_or_default(),
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
         }
     }
 }

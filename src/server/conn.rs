@@ -6,6 +6,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,6 +29,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
@@ -61,6 +63,7 @@ pub(crate) async fn serve_connections<S, B>(
     service: S,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
+    max_connections: usize,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -72,6 +75,7 @@ pub(crate) async fn serve_connections<S, B>(
 {
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let mut shutdown = pin!(shutdown);
     // Which listener is polled first turns round, so a busy one cannot starve the other.
     let mut first = 0;
@@ -80,11 +84,19 @@ pub(crate) async fn serve_connections<S, B>(
             () = &mut shutdown => break,
             (index, accepted) = accept_any(&listeners, &mut first) => match accepted {
                 Ok((stream, peer)) => {
+                    // Over the limit, the connection is closed at once: a flood of idle
+                    // connections cannot exhaust file descriptors or memory.
+                    let Ok(permit) = open.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit of {max_connections} reached; closing");
+                        drop(stream);
+                        continue;
+                    };
                     let tls = listeners[index].tls.clone();
                     let service = WithConnection {
                         inner: service.clone(),
                         peer,
                         tls: tls.is_some(),
+                        _open: Arc::new(permit),
                     };
                     let watcher = graceful.watcher();
                     match tls {
@@ -127,12 +139,27 @@ async fn accept_any(
     .await
 }
 
+/// How long a viewer may take to send a request's header section.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most header fields in one request; more gets `431`.
+const MAX_HEADERS: usize = 100;
+/// The most bytes of header section in one request (HTTP/1 read buffer, HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The timers enforce HTTP/1's header read timeout (so slow clients cannot
     // hold connections forever) and HTTP/2's keep-alive pings.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     builder
 }
 
@@ -205,6 +232,8 @@ struct WithConnection<S> {
     inner: S,
     peer: SocketAddr,
     tls: bool,
+    /// Held while the connection lives (the connection keeps its service until it closes).
+    _open: Arc<OwnedSemaphorePermit>,
 }
 
 impl<S, B> Service<Request<B>> for WithConnection<S>

@@ -71,6 +71,7 @@ pub struct Server {
     admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
+    max_connections: usize,
 }
 
 /// The admin router's socket and token.
@@ -186,6 +187,7 @@ impl Server {
             origin,
             demo,
             drain_timeout: config.drain_timeout,
+            max_connections: config.max_connections,
         })
     }
 
@@ -268,9 +270,11 @@ impl Server {
                 router,
                 shutdown,
                 self.drain_timeout,
+                64,
             ))
         });
-        serve_connections(listeners, edge, until_stopped(stopped), self.drain_timeout).await;
+        let (drain, max) = (self.drain_timeout, self.max_connections);
+        serve_connections(listeners, edge, until_stopped(stopped), drain, max).await;
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -307,6 +311,7 @@ impl DemoOrigin {
             },
             // The edge has drained already; the demo only has idle pooled connections left.
             Duration::from_secs(1),
+            usize::MAX,
         ));
         RunningDemo {
             _site: self.site,
