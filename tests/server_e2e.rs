@@ -592,3 +592,60 @@ async fn connections_over_the_limit_are_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sign_subcommand_makes_urls_the_layer_accepts() {
+    use tower::{Layer, ServiceExt};
+    use tower_cdn::signing::{KeyGroup, SigningKey};
+    use tower_cdn::{Behavior, CdnLayer, Clock, ManualClock};
+
+    let dir = std::env::temp_dir().join(format!("tower-cdn-sign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("ed25519.key");
+    std::fs::write(&key_file, [7u8; 32]).unwrap();
+    let args = tower_cdn::server::SignArgs {
+        url: "http://example.com/private/a".to_owned(),
+        key_id: "K1".to_owned(),
+        key_file: key_file.clone(),
+        hmac: false,
+        valid_for: 60,
+        resource: None,
+    };
+    let clock = ManualClock::new();
+    let now = clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let url = args.sign(now).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let key = SigningKey::ed25519(&[7u8; 32]).unwrap().verifying_key();
+    let group = KeyGroup::new().with_key("K1", key).unwrap();
+    let origin = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::from("secret")))
+    });
+    let svc = CdnLayer::builder()
+        .clock(clock)
+        .behavior("/private/*", Behavior::new().trusted_key_group(group))
+        .build()
+        .unwrap()
+        .layer(origin);
+    let path = url.strip_prefix("http://example.com").unwrap();
+    let req = Request::get(path)
+        .header("host", "example.com")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        svc.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let unsigned = Request::get("/private/a")
+        .header("host", "example.com")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        svc.oneshot(unsigned).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+}

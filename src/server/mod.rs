@@ -45,7 +45,7 @@ use tracing::Level;
 
 use crate::{Behavior, CdnLayer, ViewerProtocolPolicy};
 
-pub use cli::Cli;
+pub use cli::{Cli, Command, SignArgs};
 pub use config::{HostHeader, ServerConfig, ViewerProtocol};
 pub use conn::PeerAddr;
 pub use error::ServerError;
