@@ -11,14 +11,15 @@
 
 mod breaker;
 mod codec;
+mod fanout;
 mod flow;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,12 +28,44 @@ use redis::{Client, RedisResult, Script};
 
 use crate::entry::{Object, VaryRecord};
 use crate::key::CacheKey;
+use crate::layer::Shared;
 
 use breaker::Breaker;
+pub(crate) use fanout::fan_out;
 pub(crate) use flow::{before_origin, invalidate, write_through};
 
 /// Deletes the lock only if it still holds this holder's token.
 const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+/// Writes an object through, unless the purge epoch moved past the one the writer knew
+/// (`ARGV[1]`, empty: unguarded): a fill that raced a purge never lands after the purge's
+/// deletion. Adds the key to its path and tag indexes (`KEYS[4..]`), whose TTL only grows.
+/// KEYS: epoch, object, primary. ARGV: epoch, value, TTL in ms, `Vary` record (empty: none).
+const PUT: &str = r#"
+if ARGV[1] ~= "" and (redis.call("GET", KEYS[1]) or "0") ~= ARGV[1] then return 0 end
+redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
+if ARGV[4] ~= "" then
+  redis.call("SET", KEYS[3], ARGV[4], "KEEPTTL")
+  redis.call("PEXPIRE", KEYS[3], ARGV[3], "NX")
+  redis.call("PEXPIRE", KEYS[3], ARGV[3], "GT")
+end
+for i = 4, #KEYS do
+  redis.call("SADD", KEYS[i], KEYS[2])
+  redis.call("PEXPIRE", KEYS[i], ARGV[3], "NX")
+  redis.call("PEXPIRE", KEYS[i], ARGV[3], "GT")
+end
+return 1
+"#;
+
+/// Deletes every object an index (a path's or a tag's set) names, and the index.
+const DROP_INDEX: &str = r#"
+local keys = redis.call("SMEMBERS", KEYS[1])
+for i = 1, #keys, 512 do
+  redis.call("DEL", unpack(keys, i, math.min(i + 511, #keys)))
+end
+redis.call("DEL", KEYS[1])
+return #keys
+"#;
 
 /// A shared second cache tier on Redis, for
 /// [`CdnLayerBuilder::shared_tier`](crate::CdnLayerBuilder::shared_tier) (feature `redis`).
@@ -127,6 +160,16 @@ struct Inner {
     breaker: Breaker,
     counters: Counters,
     release: Script,
+    put: Script,
+    drop_index: Script,
+    /// This node's id in purge messages.
+    node: String,
+    /// The layer whose memory the purge listener purges; set when the layer is built.
+    owner: OnceLock<Weak<Shared>>,
+    listening: AtomicBool,
+    subscribed: AtomicBool,
+    epoch: Mutex<fanout::Epoch>,
+    purge_check: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +189,11 @@ struct Counters {
     skipped: AtomicU64,
     shield_locks: AtomicU64,
     shield_waits: AtomicU64,
+    purges: AtomicU64,
+    purge_messages: AtomicU64,
+    purge_failures: AtomicU64,
+    epoch_drops: AtomicU64,
+    refused_writes: AtomicU64,
 }
 
 impl fmt::Debug for RedisTier {
@@ -173,6 +221,7 @@ pub struct RedisTierBuilder {
     shield: bool,
     lock_ttl: Duration,
     poll_interval: Duration,
+    purge_check: Duration,
 }
 
 /// A point-in-time copy of a tier's counters.
@@ -202,6 +251,19 @@ pub struct TierStats {
     pub shield_locks: u64,
     /// Misses that waited for another node's origin request.
     pub shield_waits: u64,
+    /// Purges made on this node that were applied to Redis and published.
+    pub purges: u64,
+    /// Purges received from other nodes and applied to this node's memory.
+    pub purge_messages: u64,
+    /// Purges whose Redis part (epoch, deletion, publication) failed, and losses of the purge
+    /// subscription.
+    pub purge_failures: u64,
+    /// Times this node dropped its memory store because it missed purges.
+    pub epoch_drops: u64,
+    /// Write-throughs refused because a purge came in between.
+    pub refused_writes: u64,
+    /// Whether this node's purge subscription is up now.
+    pub subscribed: bool,
 }
 
 /// An error of the shared tier: a setting that cannot work, or a failed Redis call.
@@ -255,6 +317,7 @@ impl RedisTier {
             shield: false,
             lock_ttl: Duration::from_secs(2),
             poll_interval: Duration::from_millis(20),
+            purge_check: Duration::from_secs(1),
         }
     }
 
@@ -274,6 +337,12 @@ impl RedisTier {
             breaker_open: self.inner.breaker.is_open(),
             shield_locks: load(&c.shield_locks),
             shield_waits: load(&c.shield_waits),
+            purges: load(&c.purges),
+            purge_messages: load(&c.purge_messages),
+            purge_failures: load(&c.purge_failures),
+            epoch_drops: load(&c.epoch_drops),
+            refused_writes: load(&c.refused_writes),
+            subscribed: self.inner.subscribed.load(Ordering::Acquire),
         }
     }
 
@@ -300,7 +369,44 @@ impl RedisTier {
         format!("{}lock:{:032x}", self.inner.prefix, key.0)
     }
 
+    /// Ties the tier to the layer whose memory its purge listener purges, and starts the
+    /// listener if a runtime is at hand (else the first Redis call starts it).
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        if self.inner.owner.set(Arc::downgrade(shared)).is_err() {
+            tracing::warn!(
+                "a RedisTier was given to a second layer: purges from other nodes reach only the first"
+            );
+        }
+        fanout::start(self);
+    }
+
+    fn path_index(&self, path: &str) -> String {
+        format!("{}path:{path}", self.inner.prefix)
+    }
+
+    fn tag_index(&self, tag: &str) -> String {
+        format!("{}tag:{tag}", self.inner.prefix)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}purge-epoch", self.inner.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}purge", self.inner.prefix)
+    }
+
+    async fn drop_index(&self, index: impl redis::ToRedisArgs + Send) -> Result<(), TierError> {
+        let script = &self.inner.drop_index;
+        let invocation = script.key(index);
+        self.call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await
+    }
+
     fn conn(&self) -> RedisResult<ConnectionManager> {
+        if !self.inner.listening.load(Ordering::Relaxed) {
+            fanout::start(self);
+        }
         let mut slot = self
             .inner
             .conn
@@ -411,8 +517,10 @@ impl RedisTier {
         .await
     }
 
-    /// Writes an object (and its `Vary` record under `primary`) with a TTL of `ttl`. The
-    /// record's TTL only grows, so it outlives every variant written under it.
+    /// Writes an object (and its `Vary` record under `primary`) with a TTL of `ttl`, unless
+    /// the purge epoch is no longer `epoch` (see [`PUT`]). The record's TTL only grows, so it
+    /// outlives every variant written under it.
+    #[allow(clippy::too_many_arguments)]
     async fn put(
         &self,
         primary: CacheKey,
@@ -420,40 +528,36 @@ impl RedisTier {
         record: Option<&VaryRecord>,
         obj: &Object,
         ttl: Duration,
+        epoch: Option<u64>,
     ) -> Result<(), TierError> {
         let Some(value) = codec::encode_object(obj, self.inner.max_body) else {
             bump(&self.inner.counters.oversized);
             return Ok(());
         };
         let ms = ttl.as_millis().max(1) as u64;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(ms)
-            .ignore();
-        if let Some(record) = record {
-            let primary = self.key(primary);
-            pipe.cmd("SET")
-                .arg(&primary)
-                .arg(codec::encode_vary(record))
-                .arg("KEEPTTL")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&primary)
-                .arg(ms)
-                .arg("NX")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&primary)
-                .arg(ms)
-                .arg("GT")
-                .ignore();
+        let mut invocation = self.inner.put.prepare_invoke();
+        invocation
+            .key(self.epoch_key())
+            .key(self.key(key))
+            .key(self.key(primary))
+            .key(self.path_index(&obj.path));
+        for tag in obj.tags.iter() {
+            invocation.key(self.tag_index(tag));
         }
-        self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        invocation
+            .arg(epoch.map(|e| e.to_string()).unwrap_or_default())
+            .arg(value)
+            .arg(ms)
+            .arg(record.map(codec::encode_vary).unwrap_or_default());
+        let written: i64 = self
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
-        bump(&self.inner.counters.writes);
+        if written == 1 {
+            bump(&self.inner.counters.writes);
+        } else {
+            bump(&self.inner.counters.refused_writes);
+            tracing::debug!(path = %obj.path, "write-through refused: a purge came in between");
+        }
         Ok(())
     }
 
@@ -527,10 +631,24 @@ impl RedisTierBuilder {
         self
     }
 
+    /// How often each node reads the purge epoch from Redis to find purges whose messages it
+    /// missed (default 1 s; one `GET`). A node that missed some drops its memory store: it
+    /// serves purged content at most this long plus [`timeout`](Self::timeout) after Redis
+    /// is reachable again.
+    pub fn purge_check_interval(mut self, interval: Duration) -> Self {
+        self.purge_check = interval;
+        self
+    }
+
     /// Checks the settings and the URL. Connects nothing: the first calls do.
     pub fn build(self) -> Result<RedisTier, TierError> {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(TierError::Config("timeouts must be above zero"));
+        }
+        if self.purge_check.is_zero() {
+            return Err(TierError::Config(
+                "the purge check interval must be above zero",
+            ));
         }
         if self.shield && (self.lock_ttl.is_zero() || self.poll_interval.is_zero()) {
             return Err(TierError::Config(
@@ -553,6 +671,14 @@ impl RedisTierBuilder {
                 breaker: Breaker::new(self.failure_threshold, self.cooldown),
                 counters: Counters::default(),
                 release: Script::new(RELEASE),
+                put: Script::new(PUT),
+                drop_index: Script::new(DROP_INDEX),
+                node: token(),
+                owner: OnceLock::new(),
+                listening: AtomicBool::new(false),
+                subscribed: AtomicBool::new(false),
+                epoch: Mutex::new(fanout::Epoch::default()),
+                purge_check: self.purge_check,
             }),
         })
     }
