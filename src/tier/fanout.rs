@@ -75,6 +75,7 @@ impl Epoch {
         let missed = match self.known {
             None => false,
             Some(known) if remote < known => true,
+            Some(known) if remote == known => self.overflow,
             Some(known) => {
                 let received = self.pending.range(known + 1..=remote).count() as u64;
                 self.overflow || remote - known > received

@@ -1,13 +1,7 @@
 //! The shared second tier on Redis (feature `redis`): [`RedisTier`], documented there, and
-//! the hooks the miss path calls (`flow`), the value format (`codec`) and the circuit
-//! breaker (`breaker`).
-//!
-//! Seam for purge fan-out (not built yet, it needs the purge API): a purge publishes on a
-//! channel from where [`flow::invalidate`] deletes from Redis; every node subscribes on its
-//! connection (`ConnectionManagerConfig::set_push_sender` with a RESP3 URL, and
-//! `set_automatic_resubscription`, in `RedisTier::conn`) and removes the keys from its memory
-//! store. A node that was disconnected may have missed purges: on reconnect it must drop, or
-//! check against a purge epoch kept in Redis, what it holds.
+//! the hooks the miss path calls (`flow`), the value format (`codec`), the circuit breaker
+//! (`breaker`) and purge fan-out (`fanout`: Redis deletion through the path and tag indexes,
+//! publication, the subscription and the purge-epoch check).
 
 mod breaker;
 mod codec;
@@ -138,11 +132,38 @@ return #keys
 /// Cloning is cheap; clones share one connection, breaker and counters. Give each node (each
 /// layer) its own tier: the breaker and counters describe one node's view of Redis.
 ///
-/// # Not yet
+/// # Purges
 ///
-/// Purges do not fan out: an unsafe request (RFC 9111 §4.4) deletes the object from Redis
-/// too, but other nodes keep their memory copies until they expire. Fan-out belongs with the
-/// purge API (pub/sub on the same connection, RESP3 push).
+/// [`CdnLayer::purge`](crate::CdnLayer::purge) on a node purges its memory at once, then in
+/// the background:
+///
+/// 1. `INCR {prefix}purge-epoch`. Write-throughs carry the epoch their node knew at commit
+///    and a script refuses them once it has moved ([`TierStats::refused_writes`]), so a fill
+///    that raced the purge never lands after its deletion.
+/// 2. Deletes what it names from Redis. Every write-through also adds the object's key to a
+///    set for its path (`{prefix}path:{path}`) and one per tag (`{prefix}tag:{tag}`), with
+///    the object's TTL (only ever extended). A path or tag purge deletes the set's members
+///    and the set in one script; a pattern purge `SCAN`s the path sets (`COUNT` 256 per
+///    call) and does the same for those whose path matches. A soft purge deletes from Redis
+///    too: Redis holds no stale copies to serve.
+/// 3. `PUBLISH`es `{"v":1,"kind","value","soft","node","epoch"}` on `{prefix}purge`.
+///
+/// Each node keeps a dedicated pub/sub connection subscribed to that channel, applies other
+/// nodes' purges to its memory (its own it skips by node id), and subscribes again on its
+/// own when the connection drops. Every
+/// [`purge_check_interval`](RedisTierBuilder::purge_check_interval) (1 s) and on every
+/// (re)subscription it reads the epoch (one `GET`): if it moved by more than the messages
+/// received, or went back (Redis lost its data), the node missed purges and drops its whole
+/// memory store ([`TierStats::epoch_drops`]). So once Redis is reachable, a node serves
+/// purged content at most one check interval plus the call [`timeout`](RedisTierBuilder::timeout)
+/// longer. Unreadable messages (another version) count as missed. A message still in
+/// flight when the epoch is read can cause a needless drop: refills, never stale content.
+/// Before its first check a node's write-throughs are not guarded by the epoch.
+///
+/// Failures of any of this are logged and counted ([`TierStats::purge_failures`]); they never
+/// fail a purge, and the local purge has already happened. A purge made while Redis is
+/// unreachable reaches only the node that made it. A key in an index may outlive its object
+/// or be re-written with other tags; a purge through it deletes at most more than needed.
 #[derive(Clone)]
 pub struct RedisTier {
     inner: Arc<Inner>,
