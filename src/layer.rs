@@ -69,6 +69,11 @@ impl CdnLayer {
     /// for a soft purge, marked stale). A fill under way when the purge is applied is not
     /// stored, and requests arriving after it returns never receive the old object.
     ///
+    /// With a [shared tier](CdnLayerBuilder::shared_tier), the purge is also applied to Redis
+    /// and published to every node sharing it, in the background (see
+    /// [`RedisTier`](crate::RedisTier#purges)); the count is this node's memory only, and a
+    /// Redis that is down fails nothing here.
+    ///
     /// ```
     /// use tower_cdn::{CdnLayer, Purge};
     ///
@@ -76,7 +81,10 @@ impl CdnLayer {
     /// assert_eq!(layer.purge(&Purge::tag("product-42")), 0);
     /// ```
     pub fn purge(&self, purge: &Purge) -> usize {
-        purge::apply(&self.shared, purge, self.shared.clock.now())
+        let n = purge::apply(&self.shared, purge, self.shared.clock.now());
+        #[cfg(feature = "redis")]
+        crate::tier::fan_out(&self.shared, purge);
+        n
     }
 
     /// Entries held by the memory store (objects, `Vary` records, pass markers).
@@ -406,43 +414,46 @@ impl CdnLayerBuilder {
             generated: x_cache(CacheStatus::Generated)?,
         };
         let store = MemoryStore::new(self.capacity, self.max_object_size);
-        Ok(CdnLayer {
-            shared: Arc::new(Shared {
-                routes,
-                trust_forwarded: self.trust_forwarded,
-                trusted_proxies,
-                geo: self.geo,
-                rate_limit: self.rate_limit,
-                origin_concurrency: self.origin_concurrency,
-                default_root_object: self.default_root_object.map(|o| format!("/{o}")),
-                max_object_size: self.max_object_size.min(store.max_object()),
-                store,
-                flights: Arc::new(Flights::default()),
-                clock: self.clock,
-                x_cache,
-                cache_name: self.cache_name,
-                collapse_timeout: self.collapse_timeout,
-                hit_for_pass: self.hit_for_pass,
-                origin_timeout: self.origin_timeout,
-                stale_if_error: self.stale_if_error.as_secs(),
-                stale_if_error_budget: self.stale_if_error_budget,
-                error_caching_min_ttl: self.error_caching_min_ttl.as_secs(),
-                error_ttls: self
-                    .error_ttls
-                    .iter()
-                    .map(|(s, t)| (*s, t.as_secs()))
-                    .collect(),
-                custom_errors: self.custom_errors,
-                variant_flights: Arc::new(Flights::default()),
-                metrics: Metrics::default(),
-                // Nodes sharing a tier share `Vary` records: a random start keeps one node's
-                // new record from reusing an epoch another node gave the same URL.
-                epochs: AtomicU64::new(RandomState::new().build_hasher().finish() >> 1),
-                purge_generation: AtomicU64::new(0),
-                #[cfg(feature = "redis")]
-                tier: self.tier,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            routes,
+            trust_forwarded: self.trust_forwarded,
+            trusted_proxies,
+            geo: self.geo,
+            rate_limit: self.rate_limit,
+            origin_concurrency: self.origin_concurrency,
+            default_root_object: self.default_root_object.map(|o| format!("/{o}")),
+            max_object_size: self.max_object_size.min(store.max_object()),
+            store,
+            flights: Arc::new(Flights::default()),
+            clock: self.clock,
+            x_cache,
+            cache_name: self.cache_name,
+            collapse_timeout: self.collapse_timeout,
+            hit_for_pass: self.hit_for_pass,
+            origin_timeout: self.origin_timeout,
+            stale_if_error: self.stale_if_error.as_secs(),
+            stale_if_error_budget: self.stale_if_error_budget,
+            error_caching_min_ttl: self.error_caching_min_ttl.as_secs(),
+            error_ttls: self
+                .error_ttls
+                .iter()
+                .map(|(s, t)| (*s, t.as_secs()))
+                .collect(),
+            custom_errors: self.custom_errors,
+            variant_flights: Arc::new(Flights::default()),
+            metrics: Metrics::default(),
+            // Nodes sharing a tier share `Vary` records: a random start keeps one node's
+            // new record from reusing an epoch another node gave the same URL.
+            epochs: AtomicU64::new(RandomState::new().build_hasher().finish() >> 1),
+            purge_generation: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            tier: self.tier,
+        });
+        #[cfg(feature = "redis")]
+        if let Some(tier) = &shared.tier {
+            tier.attach(&shared);
+        }
+        Ok(CdnLayer { shared })
     }
 }
 

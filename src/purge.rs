@@ -106,6 +106,38 @@ impl Purge {
         self
     }
 
+    /// The purge as a message field: kind (`path`, `pattern`, `tag`), value, soft.
+    #[cfg(feature = "redis")]
+    pub(crate) fn wire(&self) -> (&'static str, &str, bool) {
+        match &self.target {
+            Target::Path(p) => ("path", p, self.soft),
+            Target::Pattern(p) => ("pattern", p.as_str(), self.soft),
+            Target::Tag(t) => ("tag", t, self.soft),
+        }
+    }
+
+    /// The purge a message describes; `None` for an unknown kind or a bad pattern.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_wire(kind: &str, value: &str, soft: bool) -> Option<Self> {
+        let purge = match kind {
+            "path" => Self::path(value),
+            "pattern" => Self::pattern(value).ok()?,
+            "tag" => Self::tag(value),
+            _ => return None,
+        };
+        Some(Self { soft, ..purge })
+    }
+
+    /// Whether an object with this path is purged (for a tag purge: never by its path).
+    #[cfg(feature = "redis")]
+    pub(crate) fn matches_path(&self, path: &str) -> bool {
+        match &self.target {
+            Target::Path(p) => p == path,
+            Target::Pattern(p) => p.matches(path),
+            Target::Tag(_) => false,
+        }
+    }
+
     fn matches(&self, obj: &Object) -> bool {
         match &self.target {
             Target::Path(path) => *obj.path == **path,
@@ -145,6 +177,16 @@ pub(crate) fn apply(shared: &Shared, purge: &Purge, now: SystemTime) -> usize {
         }
     }
     matching.len()
+}
+
+/// Drops everything in the memory store (objects, `Vary` records, pass markers), as a purge
+/// of everything: for a node that may have missed purges. Returns how many entries it removed.
+#[cfg(feature = "redis")]
+pub(crate) fn drop_all(shared: &Shared) -> usize {
+    shared.purge_generation.fetch_add(1, Ordering::SeqCst);
+    shared.flights.clear();
+    let keys: Vec<_> = shared.store.iter().map(|(key, _)| key).collect();
+    keys.iter().filter(|key| shared.store.remove(key)).count()
 }
 
 #[cfg(test)]

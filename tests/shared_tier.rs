@@ -13,7 +13,7 @@ use http::StatusCode;
 use redis_server::{unique_prefix, RedisServer};
 use support::*;
 use tower::Layer;
-use tower_cdn::{CdnLayer, RedisTier, RedisTierBuilder, TierStats};
+use tower_cdn::{CdnLayer, Purge, RedisTier, RedisTierBuilder, TierStats};
 
 const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=60"), ("etag", "\"v1\"")];
 
@@ -75,6 +75,21 @@ async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
 
 fn stats(tier: &RedisTier) -> TierStats {
     tier.stats()
+}
+
+/// The object keys under `prefix` (the prefix and 32 hex digits), not the purge indexes.
+async fn object_keys(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    keys.into_iter()
+        .filter(|k| {
+            let rest = &k[prefix.len()..];
+            rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .collect()
 }
 
 fn from_shared_tier(res: &Seen200) -> bool {
@@ -195,11 +210,7 @@ async fn undecodable_values_are_misses() {
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = object_keys(&mut conn, &prefix).await;
     assert_eq!(keys.len(), 1);
     redis::cmd("SET")
         .arg(&keys[0])
@@ -263,11 +274,7 @@ async fn an_unsafe_request_deletes_the_shared_copy() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let keys = object_keys(&mut conn, &prefix).await;
         if keys.is_empty() {
             break;
         }
@@ -386,4 +393,134 @@ async fn redis_dying_is_not_an_outage_and_its_return_is_used() {
     until("the write-through", || stats(&tier_a).writes > writes).await;
     assert!(from_shared_tier(&send(&b, get("/after", &[])).await));
     assert_eq!(seen.calls(), calls + 1);
+}
+
+/// An origin whose every answer is new: `PATH vN`, tagged `product-42` under `/t/`.
+fn versioned_origin() -> (Origin, Seen) {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    origin(move |req| {
+        let v = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let path = req.uri().path().to_owned();
+        let tagged = if path.starts_with("/t/") {
+            "product-42"
+        } else {
+            "other"
+        };
+        response(
+            &[("cache-control", "max-age=60"), ("surrogate-key", tagged)],
+            format!("{path} v{v}"),
+        )
+    })
+}
+
+/// Waits, bounded (2 s), for a purge made on A to be applied to Redis and received by B.
+async fn propagated(tier_a: &RedisTier, tier_b: &RedisTier, purges: u64) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while stats(tier_a).purges < purges || stats(tier_b).purge_messages < purges {
+        assert!(
+            Instant::now() < deadline,
+            "the purge did not propagate: {:?} {:?}",
+            stats(tier_a),
+            stats(tier_b)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_purge_on_one_node_stops_the_other_serving_the_object() {
+    let redis = RedisServer::shared();
+    let ((layer_a, tier_a), (layer_b, tier_b)) = two_nodes(redis.url(), "fanout", |t| t).await;
+    until("both subscriptions", || {
+        stats(&tier_a).subscribed && stats(&tier_b).subscribed
+    })
+    .await;
+    let (origin, seen) = versioned_origin();
+    let (a, b) = (layer_a.layer(origin.clone()), layer_b.layer(origin));
+    let cases = [
+        ("/p/one", Purge::path("/p/one")),
+        ("/img/two.png", Purge::pattern("/img/*").unwrap()),
+        ("/t/three", Purge::tag("product-42")),
+    ];
+    // A bystander no purge names stays everywhere.
+    send(&a, get("/keep", &[])).await;
+    let mut writes = 1;
+    until("the write-through", || stats(&tier_a).writes == writes).await;
+    assert!(from_shared_tier(&send(&b, get("/keep", &[])).await));
+
+    for (i, (path, purge)) in cases.into_iter().enumerate() {
+        let first = send(&a, get(path, &[])).await;
+        writes += 1;
+        until("the write-through", || stats(&tier_a).writes == writes).await;
+        assert!(from_shared_tier(&send(&b, get(path, &[])).await), "{path}");
+        assert_eq!(
+            send(&b, get(path, &[])).await.x_cache(),
+            "Hit from tower-cdn"
+        );
+        let calls = seen.calls();
+
+        assert_eq!(layer_a.purge(&purge), 1, "{path}");
+        propagated(&tier_a, &tier_b, i as u64 + 1).await;
+        // B drops its copy and does not find it in Redis: the origin answers, on both nodes.
+        let res = send(&b, get(path, &[])).await;
+        assert_eq!(res.x_cache(), "Miss from tower-cdn", "{path}");
+        assert_ne!(res.body, first.body);
+        assert_eq!(seen.calls(), calls + 1);
+    }
+    assert_eq!(
+        send(&b, get("/keep", &[])).await.x_cache(),
+        "Hit from tower-cdn"
+    );
+    let (sa, sb) = (stats(&tier_a), stats(&tier_b));
+    assert_eq!(sa.purge_failures + sb.purge_failures, 0);
+    assert_eq!(sa.epoch_drops + sb.epoch_drops, 0);
+    // A node does not apply its own purges twice.
+    assert_eq!(sa.purge_messages, 0);
+}
+
+#[tokio::test]
+async fn a_node_that_missed_a_purge_drops_its_memory_within_the_check_interval() {
+    let redis = RedisServer::shared();
+    let check = Duration::from_millis(200);
+    let prefix = unique_prefix("missed");
+    let tune = |t: RedisTierBuilder| t.purge_check_interval(check);
+    let (layer_a, tier_a) = node(redis.url(), &prefix, tune);
+    let (layer_b, tier_b) = node(redis.url(), &prefix, tune);
+    connect(&tier_a).await;
+    connect(&tier_b).await;
+    until("both subscriptions", || {
+        stats(&tier_a).subscribed && stats(&tier_b).subscribed
+    })
+    .await;
+    let (origin, _) = versioned_origin();
+    let (a, b) = (layer_a.layer(origin.clone()), layer_b.layer(origin));
+    send(&a, get("/a", &[])).await;
+    until("the write-through", || stats(&tier_a).writes == 1).await;
+    assert!(from_shared_tier(&send(&b, get("/a", &[])).await));
+    // Let B take its baseline epoch.
+    tokio::time::sleep(check * 2).await;
+    assert!(layer_b.store_entries() > 0);
+
+    // A purge whose message B never received: the epoch moves, nothing is published.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("INCR")
+        .arg(format!("{prefix}purge-epoch"))
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(2);
+    while layer_b.store_entries() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "B kept serving: {:?}",
+            stats(&tier_b)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The bound: one check interval plus the call timeout (1 s in these tests).
+    assert!(start.elapsed() < check + Duration::from_secs(1));
+    assert_eq!(stats(&tier_b).epoch_drops, 1);
+    assert_eq!(stats(&tier_a).epoch_drops, 1);
 }

@@ -1,6 +1,7 @@
 //! Where the edge meets the tier: a look in Redis before the origin (and the shield lock),
 //! promotion into memory, write-through after a commit, deletion on invalidation.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,7 +151,9 @@ fn promote(shared: &Shared, fetch: &Fetch, key: CacheKey, obj: Box<Object>) -> L
         return Lookup::Miss;
     }
     let obj = Arc::new(*obj);
-    if obj.body.len() as u64 <= shared.max_object_size {
+    // Read before a purge that has come in since: answer this request, keep nothing.
+    let purged = shared.purge_generation.load(Ordering::SeqCst) != fetch.generation;
+    if obj.body.len() as u64 <= shared.max_object_size && !purged {
         shared.store.insert(key, Slot::Object(obj.clone()));
     }
     Lookup::Hit(Promoted {
@@ -197,8 +200,12 @@ pub(crate) fn write_through(
     }
     let ttl = Duration::from_secs(ttl.min(MAX_TTL));
     let obj = obj.clone();
+    // The purge epoch as of the commit: a purge counted in Redis since refuses the write.
+    let epoch = tier.epoch().known();
     tokio::spawn(async move {
-        let _ = tier.put(primary, key, record.as_deref(), &obj, ttl).await;
+        let _ = tier
+            .put(primary, key, record.as_deref(), &obj, ttl, epoch)
+            .await;
         drop(lease);
     });
 }

@@ -1,24 +1,19 @@
 //! The shared second tier on Redis (feature `redis`): [`RedisTier`], documented there, and
-//! the hooks the miss path calls (`flow`), the value format (`codec`) and the circuit
-//! breaker (`breaker`).
-//!
-//! Seam for purge fan-out (not built yet, it needs the purge API): a purge publishes on a
-//! channel from where [`flow::invalidate`] deletes from Redis; every node subscribes on its
-//! connection (`ConnectionManagerConfig::set_push_sender` with a RESP3 URL, and
-//! `set_automatic_resubscription`, in `RedisTier::conn`) and removes the keys from its memory
-//! store. A node that was disconnected may have missed purges: on reconnect it must drop, or
-//! check against a purge epoch kept in Redis, what it holds.
+//! the hooks the miss path calls (`flow`), the value format (`codec`), the circuit breaker
+//! (`breaker`) and purge fan-out (`fanout`: Redis deletion through the path and tag indexes,
+//! publication, the subscription and the purge-epoch check).
 
 mod breaker;
 mod codec;
+mod fanout;
 mod flow;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,12 +22,44 @@ use redis::{Client, RedisResult, Script};
 
 use crate::entry::{Object, VaryRecord};
 use crate::key::CacheKey;
+use crate::layer::Shared;
 
 use breaker::Breaker;
+pub(crate) use fanout::fan_out;
 pub(crate) use flow::{before_origin, invalidate, write_through};
 
 /// Deletes the lock only if it still holds this holder's token.
 const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+/// Writes an object through, unless the purge epoch moved past the one the writer knew
+/// (`ARGV[1]`, empty: unguarded): a fill that raced a purge never lands after the purge's
+/// deletion. Adds the key to its path and tag indexes (`KEYS[4..]`), whose TTL only grows.
+/// KEYS: epoch, object, primary. ARGV: epoch, value, TTL in ms, `Vary` record (empty: none).
+const PUT: &str = r#"
+if ARGV[1] ~= "" and (redis.call("GET", KEYS[1]) or "0") ~= ARGV[1] then return 0 end
+redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
+if ARGV[4] ~= "" then
+  redis.call("SET", KEYS[3], ARGV[4], "KEEPTTL")
+  redis.call("PEXPIRE", KEYS[3], ARGV[3], "NX")
+  redis.call("PEXPIRE", KEYS[3], ARGV[3], "GT")
+end
+for i = 4, #KEYS do
+  redis.call("SADD", KEYS[i], KEYS[2])
+  redis.call("PEXPIRE", KEYS[i], ARGV[3], "NX")
+  redis.call("PEXPIRE", KEYS[i], ARGV[3], "GT")
+end
+return 1
+"#;
+
+/// Deletes every object an index (a path's or a tag's set) names, and the index.
+const DROP_INDEX: &str = r#"
+local keys = redis.call("SMEMBERS", KEYS[1])
+for i = 1, #keys, 512 do
+  redis.call("DEL", unpack(keys, i, math.min(i + 511, #keys)))
+end
+redis.call("DEL", KEYS[1])
+return #keys
+"#;
 
 /// A shared second cache tier on Redis, for
 /// [`CdnLayerBuilder::shared_tier`](crate::CdnLayerBuilder::shared_tier) (feature `redis`).
@@ -105,11 +132,38 @@ const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return re
 /// Cloning is cheap; clones share one connection, breaker and counters. Give each node (each
 /// layer) its own tier: the breaker and counters describe one node's view of Redis.
 ///
-/// # Not yet
+/// # Purges
 ///
-/// Purges do not fan out: an unsafe request (RFC 9111 §4.4) deletes the object from Redis
-/// too, but other nodes keep their memory copies until they expire. Fan-out belongs with the
-/// purge API (pub/sub on the same connection, RESP3 push).
+/// [`CdnLayer::purge`](crate::CdnLayer::purge) on a node purges its memory at once, then in
+/// the background:
+///
+/// 1. `INCR {prefix}purge-epoch`. Write-throughs carry the epoch their node knew at commit
+///    and a script refuses them once it has moved ([`TierStats::refused_writes`]), so a fill
+///    that raced the purge never lands after its deletion.
+/// 2. Deletes what it names from Redis. Every write-through also adds the object's key to a
+///    set for its path (`{prefix}path:{path}`) and one per tag (`{prefix}tag:{tag}`), with
+///    the object's TTL (only ever extended). A path or tag purge deletes the set's members
+///    and the set in one script; a pattern purge `SCAN`s the path sets (`COUNT` 256 per
+///    call) and does the same for those whose path matches. A soft purge deletes from Redis
+///    too: Redis holds no stale copies to serve.
+/// 3. `PUBLISH`es `{"v":1,"kind","value","soft","node","epoch"}` on `{prefix}purge`.
+///
+/// Each node keeps a dedicated pub/sub connection subscribed to that channel, applies other
+/// nodes' purges to its memory (its own it skips by node id), and subscribes again on its
+/// own when the connection drops. Every
+/// [`purge_check_interval`](RedisTierBuilder::purge_check_interval) (1 s) and on every
+/// (re)subscription it reads the epoch (one `GET`): if it moved by more than the messages
+/// received, or went back (Redis lost its data), the node missed purges and drops its whole
+/// memory store ([`TierStats::epoch_drops`]). So once Redis is reachable, a node serves
+/// purged content at most one check interval plus the call [`timeout`](RedisTierBuilder::timeout)
+/// longer. Unreadable messages (another version) count as missed. A message still in
+/// flight when the epoch is read can cause a needless drop: refills, never stale content.
+/// Before its first check a node's write-throughs are not guarded by the epoch.
+///
+/// Failures of any of this are logged and counted ([`TierStats::purge_failures`]); they never
+/// fail a purge, and the local purge has already happened. A purge made while Redis is
+/// unreachable reaches only the node that made it. A key in an index may outlive its object
+/// or be re-written with other tags; a purge through it deletes at most more than needed.
 #[derive(Clone)]
 pub struct RedisTier {
     inner: Arc<Inner>,
@@ -127,6 +181,16 @@ struct Inner {
     breaker: Breaker,
     counters: Counters,
     release: Script,
+    put: Script,
+    drop_index: Script,
+    /// This node's id in purge messages.
+    node: String,
+    /// The layer whose memory the purge listener purges; set when the layer is built.
+    owner: OnceLock<Weak<Shared>>,
+    listening: AtomicBool,
+    subscribed: AtomicBool,
+    epoch: Mutex<fanout::Epoch>,
+    purge_check: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +210,11 @@ struct Counters {
     skipped: AtomicU64,
     shield_locks: AtomicU64,
     shield_waits: AtomicU64,
+    purges: AtomicU64,
+    purge_messages: AtomicU64,
+    purge_failures: AtomicU64,
+    epoch_drops: AtomicU64,
+    refused_writes: AtomicU64,
 }
 
 impl fmt::Debug for RedisTier {
@@ -173,6 +242,7 @@ pub struct RedisTierBuilder {
     shield: bool,
     lock_ttl: Duration,
     poll_interval: Duration,
+    purge_check: Duration,
 }
 
 /// A point-in-time copy of a tier's counters.
@@ -202,6 +272,19 @@ pub struct TierStats {
     pub shield_locks: u64,
     /// Misses that waited for another node's origin request.
     pub shield_waits: u64,
+    /// Purges made on this node that were applied to Redis and published.
+    pub purges: u64,
+    /// Purges received from other nodes and applied to this node's memory.
+    pub purge_messages: u64,
+    /// Purges whose Redis part (epoch, deletion, publication) failed, and losses of the purge
+    /// subscription.
+    pub purge_failures: u64,
+    /// Times this node dropped its memory store because it missed purges.
+    pub epoch_drops: u64,
+    /// Write-throughs refused because a purge came in between.
+    pub refused_writes: u64,
+    /// Whether this node's purge subscription is up now.
+    pub subscribed: bool,
 }
 
 /// An error of the shared tier: a setting that cannot work, or a failed Redis call.
@@ -255,6 +338,7 @@ impl RedisTier {
             shield: false,
             lock_ttl: Duration::from_secs(2),
             poll_interval: Duration::from_millis(20),
+            purge_check: Duration::from_secs(1),
         }
     }
 
@@ -274,6 +358,12 @@ impl RedisTier {
             breaker_open: self.inner.breaker.is_open(),
             shield_locks: load(&c.shield_locks),
             shield_waits: load(&c.shield_waits),
+            purges: load(&c.purges),
+            purge_messages: load(&c.purge_messages),
+            purge_failures: load(&c.purge_failures),
+            epoch_drops: load(&c.epoch_drops),
+            refused_writes: load(&c.refused_writes),
+            subscribed: self.inner.subscribed.load(Ordering::Acquire),
         }
     }
 
@@ -300,7 +390,44 @@ impl RedisTier {
         format!("{}lock:{:032x}", self.inner.prefix, key.0)
     }
 
+    /// Ties the tier to the layer whose memory its purge listener purges, and starts the
+    /// listener if a runtime is at hand (else the first Redis call starts it).
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        if self.inner.owner.set(Arc::downgrade(shared)).is_err() {
+            tracing::warn!(
+                "a RedisTier was given to a second layer: purges from other nodes reach only the first"
+            );
+        }
+        fanout::start(self);
+    }
+
+    fn path_index(&self, path: &str) -> String {
+        format!("{}path:{path}", self.inner.prefix)
+    }
+
+    fn tag_index(&self, tag: &str) -> String {
+        format!("{}tag:{tag}", self.inner.prefix)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}purge-epoch", self.inner.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}purge", self.inner.prefix)
+    }
+
+    async fn drop_index(&self, index: impl redis::ToRedisArgs + Send) -> Result<(), TierError> {
+        let script = &self.inner.drop_index;
+        let invocation = script.key(index);
+        self.call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await
+    }
+
     fn conn(&self) -> RedisResult<ConnectionManager> {
+        if !self.inner.listening.load(Ordering::Relaxed) {
+            fanout::start(self);
+        }
         let mut slot = self
             .inner
             .conn
@@ -411,8 +538,10 @@ impl RedisTier {
         .await
     }
 
-    /// Writes an object (and its `Vary` record under `primary`) with a TTL of `ttl`. The
-    /// record's TTL only grows, so it outlives every variant written under it.
+    /// Writes an object (and its `Vary` record under `primary`) with a TTL of `ttl`, unless
+    /// the purge epoch is no longer `epoch` (see [`PUT`]). The record's TTL only grows, so it
+    /// outlives every variant written under it.
+    #[allow(clippy::too_many_arguments)]
     async fn put(
         &self,
         primary: CacheKey,
@@ -420,40 +549,36 @@ impl RedisTier {
         record: Option<&VaryRecord>,
         obj: &Object,
         ttl: Duration,
+        epoch: Option<u64>,
     ) -> Result<(), TierError> {
         let Some(value) = codec::encode_object(obj, self.inner.max_body) else {
             bump(&self.inner.counters.oversized);
             return Ok(());
         };
         let ms = ttl.as_millis().max(1) as u64;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(ms)
-            .ignore();
-        if let Some(record) = record {
-            let primary = self.key(primary);
-            pipe.cmd("SET")
-                .arg(&primary)
-                .arg(codec::encode_vary(record))
-                .arg("KEEPTTL")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&primary)
-                .arg(ms)
-                .arg("NX")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&primary)
-                .arg(ms)
-                .arg("GT")
-                .ignore();
+        let mut invocation = self.inner.put.prepare_invoke();
+        invocation
+            .key(self.epoch_key())
+            .key(self.key(key))
+            .key(self.key(primary))
+            .key(self.path_index(&obj.path));
+        for tag in obj.tags.iter() {
+            invocation.key(self.tag_index(tag));
         }
-        self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        invocation
+            .arg(epoch.map(|e| e.to_string()).unwrap_or_default())
+            .arg(value)
+            .arg(ms)
+            .arg(record.map(codec::encode_vary).unwrap_or_default());
+        let written: i64 = self
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
-        bump(&self.inner.counters.writes);
+        if written == 1 {
+            bump(&self.inner.counters.writes);
+        } else {
+            bump(&self.inner.counters.refused_writes);
+            tracing::debug!(path = %obj.path, "write-through refused: a purge came in between");
+        }
         Ok(())
     }
 
@@ -527,10 +652,24 @@ impl RedisTierBuilder {
         self
     }
 
+    /// How often each node reads the purge epoch from Redis to find purges whose messages it
+    /// missed (default 1 s; one `GET`). A node that missed some drops its memory store: it
+    /// serves purged content at most this long plus [`timeout`](Self::timeout) after Redis
+    /// is reachable again.
+    pub fn purge_check_interval(mut self, interval: Duration) -> Self {
+        self.purge_check = interval;
+        self
+    }
+
     /// Checks the settings and the URL. Connects nothing: the first calls do.
     pub fn build(self) -> Result<RedisTier, TierError> {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(TierError::Config("timeouts must be above zero"));
+        }
+        if self.purge_check.is_zero() {
+            return Err(TierError::Config(
+                "the purge check interval must be above zero",
+            ));
         }
         if self.shield && (self.lock_ttl.is_zero() || self.poll_interval.is_zero()) {
             return Err(TierError::Config(
@@ -553,6 +692,14 @@ impl RedisTierBuilder {
                 breaker: Breaker::new(self.failure_threshold, self.cooldown),
                 counters: Counters::default(),
                 release: Script::new(RELEASE),
+                put: Script::new(PUT),
+                drop_index: Script::new(DROP_INDEX),
+                node: token(),
+                owner: OnceLock::new(),
+                listening: AtomicBool::new(false),
+                subscribed: AtomicBool::new(false),
+                epoch: Mutex::new(fanout::Epoch::default()),
+                purge_check: self.purge_check,
             }),
         })
     }
