@@ -26,6 +26,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tokio::{net::TcpListener, sync::oneshot, sync::Notify, task::JoinHandle};
+#[path = "support/redis.rs"]
+mod redis_server;
+
 use tower_cdn::server::{HostHeader, Server, ServerConfig, ServerError, ViewerProtocol};
 
 /// Upper bound for any one test, so that a hang fails instead of blocking CI.
@@ -648,4 +651,64 @@ async fn sign_subcommand_makes_urls_the_layer_accepts() {
         svc.oneshot(unsigned).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
+}
+
+#[tokio::test]
+async fn two_edges_share_objects_through_redis() {
+    within(async {
+        let redis = redis_server::RedisServer::spawn();
+        let (origin_addr, origin) = start_origin().await;
+        let config = || {
+            let mut config = edge_config(Some(origin_addr));
+            config.redis_url = Some(redis.url().to_owned());
+            config.redis_timeout = Duration::from_secs(1);
+            config
+        };
+        let (a, b) = (start_edge(config()).await, start_edge(config()).await);
+        // One site behind two edges: the same Host, so the same cache key.
+        let get = |edge: SocketAddr| {
+            send(
+                request(Method::GET, edge, "/echo")
+                    .header("host", "shop.example")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            header_str(get(a.addr).await.headers(), "x-cache"),
+            Some("Miss from tower-cdn")
+        );
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        for _ in 0..200 {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("tower-cdn:*")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let from_b = get(b.addr).await;
+        assert_eq!(
+            header_str(from_b.headers(), "x-cache"),
+            Some("Hit from tower-cdn")
+        );
+        assert!(header_str(from_b.headers(), "cache-status")
+            .unwrap()
+            .contains("shared-tier"));
+        assert_eq!(from_b.body(), "hello from origin");
+        assert_eq!(origin.hits(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn origin_shield_without_redis_is_refused() {
+    let mut config = edge_config(None);
+    config.origin_shield = true;
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(err.to_string().contains("redis_url"), "{err}");
 }

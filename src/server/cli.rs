@@ -83,6 +83,19 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Redis shared by several edges, as redis://host:port/ or redis+unix:///path: a second
+    /// cache tier and purge fan-out [default: none].
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Timeout of every Redis call [default: 50ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub redis_timeout: Option<Duration>,
+
+    /// With --redis-url: one origin request per object for the whole fleet.
+    #[arg(long)]
+    pub origin_shield: bool,
+
     /// The memory store's size in bytes [default: 256 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
@@ -181,6 +194,9 @@ impl Cli {
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol,
             max_connections: self.max_connections,
+            redis_url: self.redis_url,
+            redis_timeout: self.redis_timeout,
+            origin_shield: self.origin_shield.then_some(true),
             max_bytes: self.max_bytes,
             host_header: self.host_header,
             origin_timeout: self.origin_timeout,

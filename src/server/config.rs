@@ -53,6 +53,13 @@ pub struct ServerConfig {
     pub viewer_protocol: ViewerProtocol,
     /// The most connections open at once; more are closed as they arrive (default 10,000).
     pub max_connections: usize,
+    /// A Redis shared by several edges (`redis://host:port/` or `redis+unix:///path`): a
+    /// second cache tier and purge fan-out.
+    pub redis_url: Option<String>,
+    /// Timeout of every Redis call (default 50 ms).
+    pub redis_timeout: Duration,
+    /// With Redis: one origin request per object for the whole fleet.
+    pub origin_shield: bool,
 }
 
 /// What plain-HTTP viewers get, like CloudFront's viewer protocol policy.
@@ -87,6 +94,9 @@ impl Default for ServerConfig {
             admin_token: None,
             viewer_protocol: ViewerProtocol::AllowAll,
             max_connections: 10_000,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(50),
+            origin_shield: false,
         }
     }
 }
@@ -171,6 +181,10 @@ pub(crate) struct ConfigLayer {
     pub(crate) admin_token: Option<String>,
     pub(crate) viewer_protocol: Option<ViewerProtocol>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) redis_url: Option<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) redis_timeout: Option<Duration>,
+    pub(crate) origin_shield: Option<bool>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) host_header: Option<HostHeader>,
     #[serde(deserialize_with = "de_duration")]
@@ -212,6 +226,9 @@ impl ConfigLayer {
             admin_token: self.admin_token.or(lower.admin_token),
             viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
             max_connections: self.max_connections.or(lower.max_connections),
+            redis_url: self.redis_url.or(lower.redis_url),
+            redis_timeout: self.redis_timeout.or(lower.redis_timeout),
+            origin_shield: self.origin_shield.or(lower.origin_shield),
             max_bytes: self.max_bytes.or(lower.max_bytes),
             host_header: self.host_header.or(lower.host_header),
             origin_timeout: self.origin_timeout.or(lower.origin_timeout),
@@ -240,6 +257,9 @@ impl ConfigLayer {
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol.unwrap_or_default(),
             max_connections: self.max_connections.unwrap_or(default.max_connections),
+            redis_url: self.redis_url,
+            redis_timeout: self.redis_timeout.unwrap_or(default.redis_timeout),
+            origin_shield: self.origin_shield.unwrap_or(default.origin_shield),
         }
     }
 }

@@ -380,6 +380,18 @@ fn cdn_layer(config: &ServerConfig) -> Result<CdnLayer, ServerError> {
     let mut builder = CdnLayer::builder()
         .origin_timeout(config.origin_timeout + Duration::from_secs(1))
         .default_behavior(Behavior::new().viewer_protocol_policy(policy));
+    if let Some(url) = &config.redis_url {
+        let tier = crate::RedisTier::builder(url.clone())
+            .timeout(config.redis_timeout)
+            .shield(config.origin_shield)
+            .build()
+            .map_err(|err| ServerError::InvalidConfig(format!("redis_url: {err}")))?;
+        builder = builder.shared_tier(tier);
+    } else if config.origin_shield {
+        return Err(ServerError::InvalidConfig(
+            "origin_shield needs redis_url".to_owned(),
+        ));
+    }
     if let Some(bytes) = config.max_bytes {
         builder = builder
             .capacity(bytes)
