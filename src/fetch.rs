@@ -22,7 +22,7 @@ use crate::collapse::{FlightGuard, FlightState};
 use crate::encoding::{is_compressible, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
 use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
 use crate::fill::{End, Fill, FillReader};
-use crate::key::{host_of, CacheKey};
+use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::purge::tags_of;
 use crate::respond::Fwd;
@@ -114,18 +114,14 @@ pub(crate) fn origin_request(route: &Route, parts: &mut http::request::Parts) {
     if behavior.origin_request.key_only_enabled() {
         let policy = &behavior.key_policy;
         let query = policy.normalized_query(parts.uri.query()).into_owned();
-        let path = parts.uri.path().to_owned();
+        let path = parts.uri.path();
         let pq = if query.is_empty() {
-            path
+            path.to_owned()
         } else {
             format!("{path}?{query}")
         };
-        let mut uri = parts.uri.clone().into_parts();
-        if let Ok(pq) = pq.parse() {
-            uri.path_and_query = Some(pq);
-            if let Ok(uri) = http::Uri::from_parts(uri) {
-                parts.uri = uri;
-            }
+        if let Some(uri) = with_path_and_query(&parts.uri, &pq) {
+            parts.uri = uri;
         }
         let cookies: Vec<String> = policy
             .key_cookies(&parts.headers)
@@ -382,11 +378,6 @@ impl Fetch {
         fill.finish(End::Complete);
     }
 
-    /// The method whose response is being stored (GET, or OPTIONS where cached).
-    fn route_method(&self) -> Method {
-        self.method.clone()
-    }
-
     fn publish(&self, state: FlightState) {
         if let Some(guard) = &self.guard {
             guard.publish(state);
@@ -426,7 +417,7 @@ impl Fetch {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Result<Plan, NoStoreReason> {
-        let method = self.route_method();
+        let method = self.method.clone();
         let (cc, edge_headers) = edge_cache_control(res.headers());
         let freshness_headers = edge_headers.as_ref().unwrap_or(res.headers());
         let rules = &self.route.rules;

@@ -124,6 +124,13 @@ pub(crate) fn scheme_of(uri: &Uri) -> &str {
     uri.scheme_str().unwrap_or("http")
 }
 
+/// `uri` with another path and query; `None` if `path_and_query` is not valid.
+pub(crate) fn with_path_and_query(uri: &Uri, path_and_query: &str) -> Option<Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
 /// The request's host: the URI authority when absolute (RFC 9112 §3.2.2), else `Host`.
 pub(crate) fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a [u8] {
     match uri.authority() {

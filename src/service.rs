@@ -19,7 +19,7 @@ use crate::collapse::{follow, FlightState, Join};
 use crate::entry::{Object, Pick, Slot};
 use crate::fetch::{call_origin, origin_request, origin_response, Fetch, Fetched};
 use crate::future::ResponseFuture;
-use crate::key::{host_of, CacheKey};
+use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
     edge_error, fill_readable, fill_response, finish, generated, object_response, pass_response,
@@ -474,12 +474,8 @@ fn rewrite_path<B>(req: &mut Request<B>, path: &str) {
 
 /// Replaces the path and query of the request's URI; an invalid one leaves it unchanged.
 fn set_path_and_query<B>(req: &mut Request<B>, pq: &str) {
-    let mut parts = req.uri().clone().into_parts();
-    if let Ok(pq) = pq.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
+    if let Some(uri) = with_path_and_query(req.uri(), pq) {
+        *req.uri_mut() = uri;
     }
 }
 
