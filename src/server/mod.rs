@@ -23,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod access_config;
 mod cli;
 mod config;
 mod conn;
