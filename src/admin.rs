@@ -3,7 +3,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `POST /purge` | `{"paths": [...], "patterns": [...], "tags": [...], "soft": false}` → `{"purged": N}` |
+//! | `POST /purge` | `{"paths": [...], "patterns": [...], "tags": [...], "soft": false, "distribution": "name"}` → `{"purged": N}` (`distribution` optional) |
 //! | `GET /stats` | a JSON snapshot of the counters |
 //! | `GET /metrics` | Prometheus text exposition |
 //!
@@ -48,14 +48,42 @@ pub const MAX_BODY: usize = 256 * 1024;
 
 #[derive(Clone)]
 struct Admin {
-    layer: CdnLayer,
+    layers: Arc<[(String, CdnLayer)]>,
     token: Arc<[u8]>,
+}
+
+impl Admin {
+    /// The counters of every layer, added up.
+    fn metrics(&self) -> crate::MetricsSnapshot {
+        let mut layers = self.layers.iter();
+        let mut total = layers
+            .next()
+            .map(|(_, layer)| layer.metrics())
+            .unwrap_or_default();
+        for (_, layer) in layers {
+            total.merge(&layer.metrics());
+        }
+        total
+    }
 }
 
 /// The admin router for `layer`, protected by `token`.
 pub fn router(layer: CdnLayer, token: impl Into<String>) -> Router {
+    router_for([("default", layer)], token)
+}
+
+/// The admin router for several named layers (an edge's distributions): a purge applies to
+/// every layer, or to the one its `"distribution"` names; stats and metrics add them up.
+pub fn router_for<I, N>(layers: I, token: impl Into<String>) -> Router
+where
+    I: IntoIterator<Item = (N, CdnLayer)>,
+    N: Into<String>,
+{
     let state = Admin {
-        layer,
+        layers: layers
+            .into_iter()
+            .map(|(name, layer)| (name.into(), layer))
+            .collect(),
         token: token.into().into_bytes().into(),
     };
     Router::new()
@@ -108,6 +136,8 @@ struct PurgeRequest {
     tags: Vec<String>,
     #[serde(default)]
     soft: bool,
+    #[serde(default)]
+    distribution: Option<String>,
 }
 
 impl PurgeRequest {
@@ -155,11 +185,22 @@ async fn purge(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Re
         Ok(r) => r,
         Err(e) => return bad_request(format!("malformed JSON: {e}")),
     };
+    let only = request.distribution.clone();
+    if let Some(name) = &only {
+        if !admin.layers.iter().any(|(n, _)| n == name) {
+            return bad_request(format!("no distribution is named {name:?}"));
+        }
+    }
     let purges = match request.into_purges() {
         Ok(p) => p,
         Err(message) => return bad_request(message),
     };
-    let purged: usize = purges.iter().map(|p| admin.layer.purge(p)).sum();
+    let purged: usize = admin
+        .layers
+        .iter()
+        .filter(|(name, _)| only.as_ref().is_none_or(|only| only == name))
+        .map(|(_, layer)| purges.iter().map(|p| layer.purge(p)).sum::<usize>())
+        .sum();
     let json = serde_json::json!({ "purged": purged });
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -172,7 +213,7 @@ async fn stats(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if !authorized(&admin, &headers) {
         return unauthorized();
     }
-    let m = admin.layer.metrics();
+    let m = admin.metrics();
     let json = serde_json::json!({
         "hits": m.hits,
         "refresh_hits": m.refresh_hits,
@@ -208,7 +249,7 @@ async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.layer.metrics().to_prometheus(),
+        admin.metrics().to_prometheus(),
     )
         .into_response()
 }

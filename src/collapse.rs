@@ -151,6 +151,7 @@ mod tests {
             http::StatusCode::OK,
             Default::default(),
             0,
+            None,
         )));
         drop(guard);
         assert!(matches!(follow(rx).await, FlightState::Streaming(_)));

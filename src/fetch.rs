@@ -111,6 +111,9 @@ pub(crate) fn edge_cache_control(headers: &HeaderMap) -> (CacheControl, Option<H
 /// Applies a behavior's origin request policy and hook to a request about to leave.
 pub(crate) fn origin_request(route: &Route, parts: &mut http::request::Parts) {
     let behavior = &route.behavior;
+    if let Some(target) = &behavior.target_origin {
+        parts.extensions.insert(target.clone());
+    }
     if behavior.origin_request.key_only_enabled() {
         let policy = &behavior.key_policy;
         let query = policy.normalized_query(parts.uri.query()).into_owned();
@@ -307,7 +310,8 @@ impl Fetch {
         };
 
         let (head, body) = res.into_parts();
-        let fill = Fill::new(head.status, plan.headers.clone(), plan.initial_age);
+        let origin = head.extensions.get::<crate::OriginUsed>().cloned();
+        let fill = Fill::new(head.status, plan.headers.clone(), plan.initial_age, origin);
         let reader = fill.reader().expect("a new fill has no released chunks");
         if let Some(guard) = &self.guard {
             guard.publish(FlightState::Streaming(fill.clone()));

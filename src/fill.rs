@@ -56,17 +56,25 @@ pub(crate) struct Fill {
     pub(crate) headers: HeaderMap,
     /// The response's age when it arrived (RFC 9111 §4.2.3 `corrected_initial_age`).
     pub(crate) initial_age: u64,
+    /// Which origin of a group answered, for the viewers' responses.
+    pub(crate) origin: Option<crate::OriginUsed>,
     state: Mutex<State>,
     consumed: Notify,
     settled: Notify,
 }
 
 impl Fill {
-    pub(crate) fn new(status: StatusCode, headers: HeaderMap, initial_age: u64) -> Arc<Fill> {
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        initial_age: u64,
+        origin: Option<crate::OriginUsed>,
+    ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
             headers,
             initial_age,
+            origin,
             state: Mutex::new(State {
                 keep_all: true,
                 ..State::default()
@@ -302,7 +310,7 @@ mod tests {
 
     #[test]
     fn readers_joining_late_see_every_chunk() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0);
+        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
         fill.push(Bytes::from_static(b"ab"));
         let mut late = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"cd"));
@@ -315,7 +323,7 @@ mod tests {
 
     #[test]
     fn failed_fill_ends_readers_with_an_error() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0);
+        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.finish(End::Failed);
@@ -326,7 +334,7 @@ mod tests {
 
     #[test]
     fn without_storage_consumed_chunks_are_released() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0);
+        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.push(Bytes::from_static(b"cd"));

@@ -43,8 +43,8 @@ pub use behavior::{
     AllowedMethods, Behavior, BehaviorError, CachedMethods, ClientAddr, Cookies, CorsConfig,
     CorsOrigins, FrameOptions, Headers, KeyPolicy, OriginRequestHook, OriginRequestPolicy,
     OriginResponseHook, PathPattern, QueryStrings, ResponseHeadersPolicy,
-    ResponseHeadersPolicyBuilder, ViewerProtocolPolicy, ViewerRequestHook, ViewerResponseHook,
-    ViewerTls,
+    ResponseHeadersPolicyBuilder, TargetOrigin, ViewerProtocolPolicy, ViewerRequestHook,
+    ViewerResponseHook, ViewerTls,
 };
 pub use body::CdnBody;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -163,6 +163,67 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// Adds `other`'s counters to these (for several layers reported as one).
+    pub fn merge(&mut self, other: &Self) {
+        let Self {
+            hits,
+            refresh_hits,
+            misses,
+            passes,
+            errors,
+            generated,
+            bytes_from_cache,
+            bytes_from_origin,
+            origin_requests,
+            origin_failures,
+            origin_latency_seconds_sum,
+            origin_latency_buckets,
+            collapsed,
+            stale_served,
+            evictions,
+            store_bytes,
+            store_capacity,
+            store_entries,
+            compressions,
+            compressed_bytes_in,
+            purges,
+        } = other;
+        for (mine, theirs) in [
+            (&mut self.hits, hits),
+            (&mut self.refresh_hits, refresh_hits),
+            (&mut self.misses, misses),
+            (&mut self.passes, passes),
+            (&mut self.errors, errors),
+            (&mut self.generated, generated),
+            (&mut self.bytes_from_cache, bytes_from_cache),
+            (&mut self.bytes_from_origin, bytes_from_origin),
+            (&mut self.origin_requests, origin_requests),
+            (&mut self.origin_failures, origin_failures),
+            (&mut self.collapsed, collapsed),
+            (&mut self.stale_served, stale_served),
+            (&mut self.evictions, evictions),
+            (&mut self.store_bytes, store_bytes),
+            (&mut self.store_capacity, store_capacity),
+            (&mut self.store_entries, store_entries),
+            (&mut self.compressions, compressions),
+            (&mut self.compressed_bytes_in, compressed_bytes_in),
+            (&mut self.purges, purges),
+        ] {
+            *mine += theirs;
+        }
+        self.origin_latency_seconds_sum += origin_latency_seconds_sum;
+        for (bound, count) in origin_latency_buckets {
+            match self
+                .origin_latency_buckets
+                .iter_mut()
+                .find(|(mine, _)| mine == bound)
+            {
+                Some((_, mine)) => *mine += count,
+                None => self.origin_latency_buckets.push((*bound, *count)),
+            }
+        }
+    }
+
     /// Hits (fresh, stale and refreshed) over all responses that could have been hits.
     pub fn hit_ratio(&self) -> f64 {
         let hits = self.hits + self.refresh_hits;

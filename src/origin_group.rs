@@ -292,6 +292,10 @@ pub struct OriginUsed {
 }
 
 impl OriginUsed {
+    pub(crate) fn new(name: Arc<str>, secondary: bool) -> Self {
+        Self { name, secondary }
+    }
+
     /// The origin's name, as given to [`OriginGroupBuilder::names`].
     pub fn name(&self) -> &str {
         &self.name

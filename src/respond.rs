@@ -327,7 +327,7 @@ pub(crate) async fn fill_response<B>(
             source = Source::Stored(body);
         }
     }
-    respond(
+    let mut res = respond(
         shared,
         viewer,
         fill.status,
@@ -336,7 +336,11 @@ pub(crate) async fn fill_response<B>(
         fill.initial_age,
         CacheStatus::Miss,
         cache_status,
-    )
+    );
+    if let Some(origin) = &fill.origin {
+        res.extensions_mut().insert(origin.clone());
+    }
+    res
 }
 
 pub(crate) fn pass_response<B>(
@@ -559,6 +563,7 @@ fn access_log<B>(exchange: &Exchange<'_>, res: &Response<B>) {
         result = res.headers().get(&X_CACHE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(' ').next()).unwrap_or("-"),
         encoding = res.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("-"),
         range = exchange.headers.get(RANGE).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        origin = res.extensions().get::<crate::OriginUsed>().map_or("-", crate::OriginUsed::name),
         "request"
     );
 }

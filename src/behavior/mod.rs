@@ -22,7 +22,7 @@ pub use methods::{AllowedMethods, CachedMethods};
 pub use pattern::PathPattern;
 pub(crate) use settings::Route;
 pub use settings::{
-    Behavior, ClientAddr, OriginRequestHook, OriginRequestPolicy, OriginResponseHook,
+    Behavior, ClientAddr, OriginRequestHook, OriginRequestPolicy, OriginResponseHook, TargetOrigin,
     ViewerRequestHook, ViewerResponseHook, ViewerTls,
 };
 pub use viewer::ViewerProtocolPolicy;

@@ -100,6 +100,7 @@ pub struct Behavior {
     pub(crate) hooks: Hooks,
     pub(crate) trusted_keys: Option<Arc<KeyGroup>>,
     pub(crate) clock_skew: Duration,
+    pub(crate) target_origin: Option<TargetOrigin>,
 }
 
 impl Behavior {
@@ -164,6 +165,22 @@ impl Behavior {
         self
     }
 
+    /// Names the origin this behavior's requests go to, like CloudFront's target origin.
+    ///
+    /// The layer puts a [`TargetOrigin`] extension on every request it sends to the inner
+    /// service for this behavior (misses, revalidations and pass-through alike), so an inner
+    /// service that fronts several origins can route on it. Behaviors without a target send
+    /// requests without the extension.
+    pub fn target_origin(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.target_origin = Some(TargetOrigin(name.into()));
+        self
+    }
+
+    /// The origin named by [`target_origin`](Self::target_origin), if any.
+    pub fn target_origin_name(&self) -> Option<&str> {
+        self.target_origin.as_ref().map(TargetOrigin::name)
+    }
+
     /// How much clock difference signed URLs are forgiven at either end (default 0).
     pub fn clock_skew(mut self, skew: Duration) -> Self {
         self.clock_skew = skew;
@@ -215,6 +232,26 @@ impl Behavior {
 /// protocol policy and the cache key's scheme read it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewerTls;
+
+/// A request extension on origin requests: the origin the request's behavior targets
+/// (see [`Behavior::target_origin`]).
+///
+/// ```
+/// use tower_cdn::{Behavior, TargetOrigin};
+///
+/// let api = Behavior::new().target_origin("api");
+/// assert_eq!(api.target_origin_name(), Some("api"));
+/// # let _ = |req: http::Request<()>| req.extensions().get::<TargetOrigin>().map(|t| t.name().to_owned());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetOrigin(Arc<str>);
+
+impl TargetOrigin {
+    /// The origin's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
 
 /// A request extension with the viewer's address, for the access log and per-client
 /// rules. A server sets it from the connection (or from trusted forwarding headers).

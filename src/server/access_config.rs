@@ -56,16 +56,12 @@ use crate::{
 };
 
 /// A trusted key group: `[key_groups.NAME]` with a `keys` list.
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyGroupSetting {
     keys: Keys,
 }
 
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 impl KeyGroupSetting {
     /// The group's keys, in the file's order.
     pub(crate) fn key_group(&self) -> KeyGroup {
@@ -260,8 +256,6 @@ fn ed25519_bytes(bytes: &[u8]) -> Result<VerifyingKey, String> {
 
 /// `[geo_restriction]`: a country allow- or block-list, the viewer-country header to the
 /// origin, or both, with the resolver that finds each viewer's country.
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub(crate) struct GeoSetting {
     restriction: Option<GeoRestriction>,
@@ -269,8 +263,6 @@ pub(crate) struct GeoSetting {
     forward_country: bool,
 }
 
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 impl GeoSetting {
     /// Adds the restriction and the country forwarding to `builder`.
     pub(crate) fn apply(&self, mut builder: CdnLayerBuilder) -> CdnLayerBuilder {
@@ -430,15 +422,11 @@ impl From<Unknown> for GeoDefault {
 /// `[rate_limit]`: a per-client request rate.
 ///
 /// Clones share one set of buckets, as clones of [`RateLimit`] do.
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub(crate) struct RateLimitSetting {
     limit: RateLimit,
 }
 
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 impl RateLimitSetting {
     /// The limiter, for [`CdnLayerBuilder::rate_limit`].
     pub(crate) fn rate_limit(&self) -> RateLimit {
@@ -530,15 +518,11 @@ fn de_max_keys<'de, D: Deserializer<'de>>(de: D) -> Result<Option<usize>, D::Err
 /// `[origin_concurrency]`: a cap on concurrent origin requests.
 ///
 /// Clones share one set of slots, as clones of [`OriginConcurrency`] do.
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub(crate) struct OriginConcurrencySetting {
     cap: OriginConcurrency,
 }
 
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 impl OriginConcurrencySetting {
     /// The cap, for [`CdnLayerBuilder::origin_concurrency`].
     pub(crate) fn origin_concurrency(&self) -> OriginConcurrency {
@@ -585,14 +569,10 @@ fn de_queue_timeout<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>
 }
 
 /// `trusted_proxies`: the proxies whose `X-Forwarded-For` names the viewer, as CIDR ranges.
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(transparent)]
 pub(crate) struct TrustedProxies(Vec<Cidr>);
 
-// Read by the server's config file wiring.
-#[allow(dead_code)]
 impl TrustedProxies {
     /// Sets the ranges on `builder`, which parses them as they were checked here.
     pub(crate) fn apply(&self, builder: CdnLayerBuilder) -> CdnLayerBuilder {

@@ -202,8 +202,9 @@ impl Cli {
             origin_timeout: self.origin_timeout,
             connect_timeout: self.connect_timeout,
             drain_timeout: self.drain_timeout,
+            ..ConfigLayer::default()
         };
-        Ok(flags.or(file).resolve())
+        flags.or(file).resolve()
     }
 }
 

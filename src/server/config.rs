@@ -1,13 +1,26 @@
 use std::{
+    collections::BTreeMap,
+    fmt,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
-use http::{uri::Scheme, Uri};
+use http::{uri::Scheme, HeaderName, HeaderValue, StatusCode, Uri};
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
-use super::ServerError;
+use super::{
+    access_config::{
+        GeoSetting, KeyGroupSetting, OriginConcurrencySetting, RateLimitSetting, TrustedProxies,
+    },
+    site::{
+        BehaviorToml, DistributionToml, OriginGroupToml, OriginToml, Site, SiteSource, SiteToml,
+    },
+    ServerError,
+};
+use crate::{Behavior, CdnLayerBuilder};
 
 /// Everything [`Server::bind`](super::Server::bind) needs to know.
 ///
@@ -60,6 +73,287 @@ pub struct ServerConfig {
     pub redis_timeout: Duration,
     /// With Redis: one origin request per object for the whole fleet.
     pub origin_shield: bool,
+    /// Named origins that behaviors target (see [`Behavior::target_origin`]). With none,
+    /// [`origin`](Self::origin) (or the demo site) is the one origin, named `default`.
+    pub origins: Vec<OriginConfig>,
+    /// Failover pairs of named origins; behaviors target a group by its name.
+    pub origin_groups: Vec<OriginGroupConfig>,
+    /// The sites this edge serves, each chosen by the request's host name. With none, one
+    /// distribution serves every host with a default behavior that follows
+    /// [`viewer_protocol`](Self::viewer_protocol).
+    pub distributions: Vec<DistributionConfig>,
+}
+
+/// One origin a behavior can target, with its connection settings, like a CloudFront origin.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cdn::server::{OriginConfig, OriginProtocol};
+///
+/// let api = OriginConfig::new("api", "https://api.internal:8443".parse().unwrap())
+///     .path_prefix("/v2")
+///     .header("x-origin-verify", "s3cret")
+///     .protocol(OriginProtocol::MatchViewer)
+///     .response_timeout(Duration::from_secs(10));
+/// assert_eq!(api.name, "api");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OriginConfig {
+    /// The name behaviors and origin groups use.
+    pub name: String,
+    /// `scheme://host[:port]`, without path or query.
+    pub url: Uri,
+    /// Which protocol the edge speaks to the origin (default: the URL's scheme).
+    pub protocol: Option<OriginProtocol>,
+    /// Port for HTTP when the protocol is matched to the viewer's (default 80, or the URL's
+    /// port for an `http://` URL).
+    pub http_port: Option<u16>,
+    /// Port for HTTPS when the protocol is matched to the viewer's (default 443, or the URL's
+    /// port for an `https://` URL).
+    pub https_port: Option<u16>,
+    /// Prepended to every request path, like CloudFront's origin path (e.g. `/production`).
+    pub path_prefix: Option<String>,
+    /// The `Host` sent to this origin; `None` follows [`ServerConfig::host_header`].
+    pub host: Option<String>,
+    /// Fields added to every request to this origin, such as a secret the origin checks.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// How long opening a connection may take (default [`ServerConfig::connect_timeout`]).
+    pub connect_timeout: Option<Duration>,
+    /// How long the origin may take to send response headers (default
+    /// [`ServerConfig::origin_timeout`]).
+    pub response_timeout: Option<Duration>,
+    /// How long an idle connection to the origin is kept for reuse (default 90 s).
+    pub keep_alive: Option<Duration>,
+}
+
+impl OriginConfig {
+    /// An origin at `url` with default settings.
+    pub fn new(name: impl Into<String>, url: Uri) -> Self {
+        Self {
+            name: name.into(),
+            url,
+            protocol: None,
+            http_port: None,
+            https_port: None,
+            path_prefix: None,
+            host: None,
+            headers: Vec::new(),
+            connect_timeout: None,
+            response_timeout: None,
+            keep_alive: None,
+        }
+    }
+
+    /// Sets [`protocol`](Self::protocol).
+    pub fn protocol(mut self, protocol: OriginProtocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Sets [`path_prefix`](Self::path_prefix).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.path_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Sets [`host`](Self::host).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Adds a field to every request to this origin.
+    ///
+    /// # Panics
+    ///
+    /// If `name` or `value` is not a valid header name or value.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        let value = HeaderValue::from_str(value).expect("a valid header value");
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`response_timeout`](Self::response_timeout).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, idle: Duration) -> Self {
+        self.keep_alive = Some(idle);
+        self
+    }
+}
+
+/// Which protocol the edge uses towards an origin, like CloudFront's origin protocol policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginProtocol {
+    /// Always HTTP.
+    HttpOnly,
+    /// Always HTTPS.
+    HttpsOnly,
+    /// HTTPS for viewers that came over HTTPS, HTTP for the others.
+    MatchViewer,
+}
+
+/// Two named origins that fail over, like a CloudFront origin group: GET, HEAD and OPTIONS
+/// requests go to the secondary when the primary fails or answers with a failover status.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OriginGroupConfig {
+    /// The name behaviors use.
+    pub name: String,
+    /// The origin tried first.
+    pub primary: String,
+    /// The origin tried when the primary fails.
+    pub secondary: String,
+    /// Primary statuses that fail over (default 500, 502, 503 and 504).
+    pub failover_statuses: Vec<StatusCode>,
+}
+
+impl OriginGroupConfig {
+    /// A group failing over from `primary` to `secondary` on 500, 502, 503 and 504.
+    pub fn new(
+        name: impl Into<String>,
+        primary: impl Into<String>,
+        secondary: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            primary: primary.into(),
+            secondary: secondary.into(),
+            failover_statuses: [500, 502, 503, 504]
+                .into_iter()
+                .filter_map(|code| StatusCode::from_u16(code).ok())
+                .collect(),
+        }
+    }
+
+    /// Replaces the failover statuses.
+    pub fn failover_statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        self.failover_statuses = statuses.into_iter().collect();
+        self
+    }
+}
+
+/// Adjusts a distribution's [`CdnLayerBuilder`] (access controls, error responses, ...).
+pub type ConfigureLayer = Arc<dyn Fn(CdnLayerBuilder) -> CdnLayerBuilder + Send + Sync>;
+
+/// One site the edge serves, chosen by host name, like a CloudFront distribution with its
+/// alternate domain names: its own behaviors, certificate and cache.
+///
+/// ```
+/// use tower_cdn::{AllowedMethods, Behavior, CachePolicy};
+/// use tower_cdn::server::DistributionConfig;
+///
+/// let site = DistributionConfig::new("shop")
+///     .hosts(["shop.example", "*.shop.example"])
+///     .behavior(
+///         "/api/*",
+///         Behavior::new()
+///             .target_origin("api")
+///             .cache_policy(CachePolicy::caching_disabled())
+///             .allowed_methods(AllowedMethods::all()),
+///     )
+///     .default_behavior(Behavior::new().target_origin("static"));
+/// assert_eq!(site.hosts.len(), 2);
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct DistributionConfig {
+    /// A name for logs, metrics and the Redis key prefix.
+    pub name: String,
+    /// Host names served: exact (`www.example.com`) or one-label wildcards
+    /// (`*.example.com`). Empty: every host no other distribution names.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain for these names on the HTTPS listener (picked by SNI).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`tls_cert`](Self::tls_cert).
+    pub tls_key: Option<PathBuf>,
+    /// Ordered path patterns and their behaviors; the first match wins.
+    pub behaviors: Vec<(String, Behavior)>,
+    /// The behavior for paths no pattern matches.
+    pub default_behavior: Behavior,
+    /// The object served for `/` (e.g. `index.html`).
+    pub default_root_object: Option<String>,
+    /// This distribution's memory store in bytes (default: the server's
+    /// [`max_bytes`](ServerConfig::max_bytes) shared evenly among distributions).
+    pub max_bytes: Option<u64>,
+    /// Further settings applied to the distribution's layer builder, in order.
+    pub configure: Vec<ConfigureLayer>,
+}
+
+impl DistributionConfig {
+    /// A distribution named `name` serving every host, with the default behavior only.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the host names served (see [`hosts`](Self::hosts)).
+    pub fn hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a behavior for paths matching `pattern`, after those added before.
+    pub fn behavior(mut self, pattern: impl Into<String>, behavior: Behavior) -> Self {
+        self.behaviors.push((pattern.into(), behavior));
+        self
+    }
+
+    /// Sets the default behavior.
+    pub fn default_behavior(mut self, behavior: Behavior) -> Self {
+        self.default_behavior = behavior;
+        self
+    }
+
+    /// Sets the certificate files for these names.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+
+    /// Applies `configure` to the distribution's [`CdnLayerBuilder`] when the server builds it.
+    pub fn configure_layer(
+        mut self,
+        configure: impl Fn(CdnLayerBuilder) -> CdnLayerBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure.push(Arc::new(configure));
+        self
+    }
+}
+
+impl fmt::Debug for DistributionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistributionConfig")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .field("tls_cert", &self.tls_cert)
+            .field("behaviors", &self.behaviors)
+            .field("default_behavior", &self.default_behavior)
+            .field("default_root_object", &self.default_root_object)
+            .field("max_bytes", &self.max_bytes)
+            .field("configure", &self.configure.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What plain-HTTP viewers get, like CloudFront's viewer protocol policy.
@@ -97,6 +391,9 @@ impl Default for ServerConfig {
             redis_url: None,
             redis_timeout: Duration::from_millis(50),
             origin_shield: false,
+            origins: Vec::new(),
+            origin_groups: Vec::new(),
+            distributions: Vec::new(),
         }
     }
 }
@@ -140,9 +437,9 @@ pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses durations written like `200ms`, `30s`, `1.5s` or `2m`.
+/// Parses durations written like `200ms`, `30s`, `1.5s`, `2m`, `12h` or `365d`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("`{text}` is not a duration like 200ms, 30s or 2m");
+    let bad = || format!("`{text}` is not a duration like 200ms, 30s, 2m, 12h or 365d");
     let text = text.trim();
     let unit_start = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -153,6 +450,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => return Err(bad()),
     };
     match Duration::try_from_secs_f64(seconds) {
@@ -193,6 +492,23 @@ pub(crate) struct ConfigLayer {
     pub(crate) connect_timeout: Option<Duration>,
     #[serde(deserialize_with = "de_duration")]
     pub(crate) drain_timeout: Option<Duration>,
+
+    // The site: named origins and groups, key groups, distributions, and the settings of
+    // the one distribution a file without `[[distributions]]` describes. File only.
+    pub(crate) origins: BTreeMap<String, Spanned<OriginToml>>,
+    pub(crate) origin_groups: BTreeMap<String, Spanned<OriginGroupToml>>,
+    pub(crate) key_groups: BTreeMap<String, KeyGroupSetting>,
+    pub(crate) distributions: Vec<Spanned<DistributionToml>>,
+    pub(crate) behaviors: Vec<Spanned<BehaviorToml>>,
+    pub(crate) default_behavior: Option<Spanned<BehaviorToml>>,
+    pub(crate) default_root_object: Option<String>,
+    pub(crate) geo_restriction: Option<GeoSetting>,
+    pub(crate) rate_limit: Option<RateLimitSetting>,
+    pub(crate) origin_concurrency: Option<OriginConcurrencySetting>,
+    pub(crate) trusted_proxies: Option<TrustedProxies>,
+    /// The site sections above, moved out with the file's path and text once parsed.
+    #[serde(skip)]
+    pub(crate) site: Option<(PathBuf, SiteSource)>,
 }
 
 impl ConfigLayer {
@@ -202,10 +518,35 @@ impl ConfigLayer {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ServerError::ParseConfig {
+        let mut layer = Self::from_toml(&text).map_err(|message| ServerError::ParseConfig {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        layer.site = Some((path.to_owned(), layer.take_site(text)));
+        Ok(layer)
+    }
+
+    /// Moves the site sections out, with the text they were parsed from.
+    fn take_site(&mut self, text: String) -> SiteSource {
+        SiteSource {
+            text,
+            site: SiteToml {
+                origins: std::mem::take(&mut self.origins),
+                origin_groups: std::mem::take(&mut self.origin_groups),
+                key_groups: std::mem::take(&mut self.key_groups),
+                distributions: std::mem::take(&mut self.distributions),
+            },
+            top: DistributionToml {
+                behaviors: std::mem::take(&mut self.behaviors),
+                default_behavior: self.default_behavior.take(),
+                default_root_object: self.default_root_object.take(),
+                geo_restriction: self.geo_restriction.take(),
+                rate_limit: self.rate_limit.take(),
+                origin_concurrency: self.origin_concurrency.take(),
+                trusted_proxies: self.trusted_proxies.take(),
+                ..DistributionToml::default()
+            },
+        }
     }
 
     fn from_toml(text: &str) -> Result<Self, String> {
@@ -234,13 +575,23 @@ impl ConfigLayer {
             origin_timeout: self.origin_timeout.or(lower.origin_timeout),
             connect_timeout: self.connect_timeout.or(lower.connect_timeout),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            site: self.site.or(lower.site),
+            ..Self::default()
         }
     }
 
-    /// The final configuration, with defaults for whatever no source set.
-    pub(crate) fn resolve(self) -> ServerConfig {
+    /// The final configuration, with defaults for whatever no source set. Fails when the
+    /// file's site sections do not fit together (naming the file, line and field).
+    pub(crate) fn resolve(self) -> Result<ServerConfig, ServerError> {
         let default = ServerConfig::default();
-        ServerConfig {
+        let viewer_protocol = self.viewer_protocol.unwrap_or_default();
+        let site = match self.site {
+            Some((path, source)) => source
+                .build(viewer_protocol)
+                .map_err(|message| ServerError::ParseConfig { path, message })?,
+            None => Site::default(),
+        };
+        Ok(ServerConfig {
             listen: self.listen.unwrap_or(default.listen),
             https_listen: self.https_listen,
             tls_cert: self.tls_cert,
@@ -255,12 +606,15 @@ impl ConfigLayer {
             max_bytes: self.max_bytes,
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
-            viewer_protocol: self.viewer_protocol.unwrap_or_default(),
+            viewer_protocol,
             max_connections: self.max_connections.unwrap_or(default.max_connections),
             redis_url: self.redis_url,
             redis_timeout: self.redis_timeout.unwrap_or(default.redis_timeout),
             origin_shield: self.origin_shield.unwrap_or(default.origin_shield),
-        }
+            origins: site.origins,
+            origin_groups: site.origin_groups,
+            distributions: site.distributions,
+        })
     }
 }
 
@@ -288,7 +642,7 @@ fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>
     })
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     de_with(de, parse_duration)
 }
 
@@ -326,7 +680,7 @@ mod tests {
             listen: Some("127.0.0.1:81".parse().unwrap()),
             ..ConfigLayer::default()
         };
-        let config = flags.or(file).resolve();
+        let config = flags.or(file).resolve().unwrap();
         assert_eq!(config.listen, "127.0.0.1:81".parse().unwrap());
         assert_eq!(config.origin.unwrap(), "http://127.0.0.1:9000");
         assert_eq!(config.max_bytes, Some(1_048_576));
@@ -341,7 +695,8 @@ mod tests {
              max_request_body = 1024\n",
         )
         .unwrap()
-        .resolve();
+        .resolve()
+        .unwrap();
         assert_eq!(config.https_listen, Some("127.0.0.1:8443".parse().unwrap()));
         assert_eq!(config.tls_cert, Some(PathBuf::from("cert.pem")));
         assert_eq!(config.tls_key, Some(PathBuf::from("key.pem")));

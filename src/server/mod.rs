@@ -9,6 +9,11 @@
 //! forwarded as they arrive; request bodies stream to the origin, bounded by
 //! [`ServerConfig::max_request_body`].
 //!
+//! One edge can front several origins ([`OriginConfig`], failover pairs as
+//! [`OriginGroupConfig`]), each behavior naming its target, and several sites
+//! ([`DistributionConfig`]) chosen by host name (and, over HTTPS, the certificate by SNI).
+//! A host no distribution serves gets `421 Misdirected Request`.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), tower_cdn::server::ServerError> {
 //! use tower_cdn::server::{Server, ServerConfig};
@@ -29,11 +34,14 @@ mod config;
 mod conn;
 mod demo;
 mod error;
+mod hosts;
+mod origins;
 mod proxy;
 mod route;
+mod site;
 mod tls;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::Uri;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -44,16 +52,21 @@ use tower_http::{
 use tower_layer::Layer;
 use tracing::Level;
 
-use crate::{Behavior, CdnLayer, ViewerProtocolPolicy};
+use crate::{Behavior, CdnLayer, PathPattern};
 
 pub use cli::{Cli, Command, SignArgs};
-pub use config::{HostHeader, ServerConfig, ViewerProtocol};
+pub use config::{
+    ConfigureLayer, DistributionConfig, HostHeader, OriginConfig, OriginGroupConfig,
+    OriginProtocol, ServerConfig, ViewerProtocol,
+};
 pub use conn::PeerAddr;
 pub use error::ServerError;
 
 use conn::{serve_connections, Listener};
 use demo::DemoSite;
-use proxy::{GatewayErrors, ProxyService};
+use hosts::{DistributionRouter, HostTable};
+use origins::{OriginRouter, Targets};
+use proxy::GatewayErrors;
 use route::UpgradeBypass;
 
 /// An edge server whose sockets are bound, ready to [`serve`](Server::serve).
@@ -67,12 +80,20 @@ pub struct Server {
     https: Option<HttpsListener>,
     max_request_body: Option<u64>,
     origin: Uri,
-    proxy: ProxyService,
-    cdn: CdnLayer,
+    distributions: Vec<Distribution>,
+    hosts: HostTable,
     admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
     max_connections: usize,
+}
+
+/// One distribution, ready to serve: its caching layer and where its origin requests go.
+#[derive(Debug)]
+struct Distribution {
+    name: String,
+    cdn: CdnLayer,
+    origins: OriginRouter,
 }
 
 /// The admin router's socket and token.
@@ -129,18 +150,23 @@ impl std::fmt::Debug for HttpsListener {
 }
 
 impl HttpsListener {
-    async fn bind(config: &ServerConfig) -> Result<Option<Self>, ServerError> {
+    async fn bind(
+        config: &ServerConfig,
+        hosts: &HostTable,
+        distributions: &[DistributionConfig],
+    ) -> Result<Option<Self>, ServerError> {
         let Some(addr) = config.https_listen else {
-            if config.tls_cert.is_some() || config.tls_key.is_some() {
+            let certificates = distributions.iter().any(|d| d.tls_cert.is_some());
+            if config.tls_cert.is_some() || config.tls_key.is_some() || certificates {
                 return Err(ServerError::InvalidConfig(
-                    "tls_cert / tls_key are set but https_listen is not".to_owned(),
+                    "certificates are configured but https_listen is not".to_owned(),
                 ));
             }
             return Ok(None);
         };
         let listener = bind(addr).await?;
         let local_addr = local_addr(&listener, addr)?;
-        let setup = tls::viewer_tls(config, local_addr)?;
+        let setup = tls::viewer_tls(config, local_addr, hosts, distributions)?;
         Ok(Some(Self {
             listener,
             local_addr,
@@ -161,21 +187,46 @@ impl Server {
     /// Checks `config`, binds the edge's socket and, without an origin, starts
     /// preparing the demo site on a loopback port of its own.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        let (origin, demo) = match &config.origin {
-            Some(origin) => {
-                config::check_origin(origin).map_err(ServerError::InvalidConfig)?;
-                (origin.clone(), None)
-            }
-            None => {
+        // `origin` (or, with no origin at all, the demo site) is the origin named `default`.
+        let (single, demo) = match (&config.origin, config.origins.is_empty()) {
+            (Some(origin), _) => (Some(origin.clone()), None),
+            (None, true) => {
                 let demo = DemoOrigin::bind().await?;
-                (demo.uri()?, Some(demo))
+                (Some(demo.uri()?), Some(demo))
             }
+            (None, false) => (None, None),
         };
-        let cdn = cdn_layer(&config)?;
-        let proxy = ProxyService::new(&origin, &config)?;
+        let origin_tls = tls::origin_tls(config.origin_ca.as_deref())?;
+        let single_origin = single.map(|url| OriginConfig::new(DEFAULT_ORIGIN, url));
+        let targets = Arc::new(Targets::build(&config, single_origin, &origin_tls)?);
+        let origin = config
+            .origin
+            .clone()
+            .or_else(|| demo.as_ref().and_then(|d| d.uri().ok()))
+            .or_else(|| config.origins.first().map(|o| o.url.clone()))
+            .unwrap_or_default();
+
+        let distributions = if config.distributions.is_empty() {
+            vec![DistributionConfig::new(DEFAULT_ORIGIN).default_behavior(
+                Behavior::new().viewer_protocol_policy(site::viewer_policy(config.viewer_protocol)),
+            )]
+        } else {
+            config.distributions.clone()
+        };
+        let mut hosts = HostTable::default();
+        for (index, distribution) in distributions.iter().enumerate() {
+            hosts
+                .add(index, &distribution.hosts)
+                .map_err(|err| invalid(&distribution.name, err))?;
+        }
+        let built = distributions
+            .iter()
+            .map(|distribution| Distribution::build(distribution, &config, &targets))
+            .collect::<Result<Vec<_>, _>>()?;
+
         let listener = bind(config.listen).await?;
         let local_addr = local_addr(&listener, config.listen)?;
-        let https = HttpsListener::bind(&config).await?;
+        let https = HttpsListener::bind(&config, &hosts, &distributions).await?;
         let admin = AdminListener::bind(&config).await?;
         Ok(Self {
             admin,
@@ -183,8 +234,8 @@ impl Server {
             local_addr,
             https,
             max_request_body: config.max_request_body,
-            cdn,
-            proxy,
+            distributions: built,
+            hosts,
             origin,
             demo,
             drain_timeout: config.drain_timeout,
@@ -208,7 +259,8 @@ impl Server {
         self.https.as_ref()?.self_signed_pem.as_deref()
     }
 
-    /// The origin requests are forwarded to (the demo site's loopback URL if built in).
+    /// The origin requests are forwarded to (the demo site's loopback URL if built in; the
+    /// first named origin when there are several).
     pub fn origin(&self) -> &Uri {
         &self.origin
     }
@@ -230,10 +282,22 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let demo = self.demo.map(DemoOrigin::start);
-        // GatewayErrors turns origin failures into 502/504 responses below the cache, so
-        // stale-if-error can stand in for them.
-        let origin = GatewayErrors::new(self.proxy);
-        let routes = UpgradeBypass::new(self.cdn.layer(origin.clone()), origin);
+        let layers: Vec<(String, CdnLayer)> = self
+            .distributions
+            .iter()
+            .map(|d| (d.name.clone(), d.cdn.clone()))
+            .collect();
+        let sites = self
+            .distributions
+            .into_iter()
+            .map(|distribution| {
+                // GatewayErrors turns origin failures into 502/504 responses below the
+                // cache, so stale-if-error can stand in for them.
+                let origin = GatewayErrors::new(distribution.origins);
+                UpgradeBypass::new(distribution.cdn.layer(origin.clone()), origin)
+            })
+            .collect();
+        let routes = DistributionRouter::new(self.hosts, sites);
         // Without a limit, `usize::MAX` bytes: the layer then only wraps the body.
         let limit = self.max_request_body.map_or(usize::MAX, |limit| {
             usize::try_from(limit).unwrap_or(usize::MAX)
@@ -263,7 +327,7 @@ impl Server {
             let _ = rx.wait_for(|stopped| *stopped).await;
         };
         let admin = self.admin.map(|admin| {
-            let router = crate::admin::router(self.cdn.clone(), admin.token);
+            let router = crate::admin::router_for(layers, admin.token);
             let listeners = vec![Listener::plain(admin.listener)];
             let shutdown = until_stopped(stopped.clone());
             tokio::spawn(serve_connections(
@@ -370,37 +434,107 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The caching layer the configuration asks for. The origin timeout is the proxy's: the
-/// layer's own is set past it, so the proxy's 504 is what a slow origin produces.
-fn cdn_layer(config: &ServerConfig) -> Result<CdnLayer, ServerError> {
-    let policy = match config.viewer_protocol {
-        ViewerProtocol::AllowAll => ViewerProtocolPolicy::allow_all(),
-        ViewerProtocol::RedirectToHttps => ViewerProtocolPolicy::redirect_to_https(),
-        ViewerProtocol::HttpsOnly => ViewerProtocolPolicy::https_only(),
-    };
-    let mut builder = CdnLayer::builder()
-        .origin_timeout(config.origin_timeout + Duration::from_secs(1))
-        .default_behavior(Behavior::new().viewer_protocol_policy(policy));
-    if let Some(url) = &config.redis_url {
-        let tier = crate::RedisTier::builder(url.clone())
-            .timeout(config.redis_timeout)
-            .shield(config.origin_shield)
-            .build()
-            .map_err(|err| ServerError::InvalidConfig(format!("redis_url: {err}")))?;
-        builder = builder.shared_tier(tier);
-    } else if config.origin_shield {
-        return Err(ServerError::InvalidConfig(
-            "origin_shield needs redis_url".to_owned(),
-        ));
+/// The name of the origin given as a URL (`--origin`) or of the demo site.
+const DEFAULT_ORIGIN: &str = "default";
+
+fn invalid(distribution: &str, message: impl std::fmt::Display) -> ServerError {
+    ServerError::InvalidConfig(format!("distribution `{distribution}`: {message}"))
+}
+
+impl Distribution {
+    /// The caching layer and origin routing `distribution` asks for. The origin timeout is
+    /// the proxies': the layer's own is set past the longest, so a proxy's 504 is what a
+    /// slow origin produces.
+    fn build(
+        distribution: &DistributionConfig,
+        config: &ServerConfig,
+        targets: &Arc<Targets>,
+    ) -> Result<Self, ServerError> {
+        let name = &distribution.name;
+        let target_of = |behavior: &Behavior, what: &str| -> Result<Arc<str>, ServerError> {
+            let target = match behavior.target_origin_name() {
+                Some(target) => target,
+                None if targets.contains(DEFAULT_ORIGIN) => DEFAULT_ORIGIN,
+                None => targets.only().ok_or_else(|| {
+                    invalid(
+                        name,
+                        format!(
+                            "{what} names no origin and several are declared ({})",
+                            targets.names()
+                        ),
+                    )
+                })?,
+            };
+            if !targets.contains(target) {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "{what} targets `{target}`, which is no origin or origin group ({})",
+                        targets.names()
+                    ),
+                ));
+            }
+            Ok(target.into())
+        };
+        let default_target = target_of(&distribution.default_behavior, "the default behavior")?;
+        let mut builder = CdnLayer::builder()
+            .origin_timeout(targets.max_timeout() + Duration::from_secs(1))
+            .default_behavior(
+                distribution
+                    .default_behavior
+                    .clone()
+                    .target_origin(default_target.clone()),
+            );
+        let mut paths = Vec::with_capacity(distribution.behaviors.len());
+        for (pattern, behavior) in &distribution.behaviors {
+            let what = format!("the behavior for `{pattern}`");
+            let target = match behavior.target_origin_name() {
+                Some(_) => target_of(behavior, &what)?,
+                None => default_target.clone(),
+            };
+            let path = PathPattern::new(pattern).map_err(|err| invalid(name, err))?;
+            paths.push((path, target.clone()));
+            builder = builder.behavior(pattern.clone(), behavior.clone().target_origin(target));
+        }
+        if let Some(object) = &distribution.default_root_object {
+            builder = builder.default_root_object(object.clone());
+        }
+        let shared = config.distributions.len().max(1) as u64;
+        if let Some(bytes) = distribution
+            .max_bytes
+            .or(config.max_bytes.map(|bytes| bytes / shared))
+        {
+            builder = builder
+                .capacity(bytes)
+                .max_object_size((bytes / 4).min(16 * 1024 * 1024));
+        }
+        if let Some(url) = &config.redis_url {
+            let mut tier = crate::RedisTier::builder(url.clone())
+                .timeout(config.redis_timeout)
+                .shield(config.origin_shield);
+            if !config.distributions.is_empty() {
+                // Each distribution's objects and purges apart from the others'.
+                tier = tier.key_prefix(format!("tower-cdn:{name}:"));
+            }
+            let tier = tier
+                .build()
+                .map_err(|err| ServerError::InvalidConfig(format!("redis_url: {err}")))?;
+            builder = builder.shared_tier(tier);
+        } else if config.origin_shield {
+            return Err(ServerError::InvalidConfig(
+                "origin_shield needs redis_url".to_owned(),
+            ));
+        }
+        for configure in &distribution.configure {
+            builder = configure(builder);
+        }
+        let cdn = builder.build().map_err(|err| invalid(name, err))?;
+        Ok(Self {
+            name: name.clone(),
+            cdn,
+            origins: OriginRouter::new(targets.clone(), paths, default_target),
+        })
     }
-    if let Some(bytes) = config.max_bytes {
-        builder = builder
-            .capacity(bytes)
-            .max_object_size((bytes / 4).min(16 * 1024 * 1024));
-    }
-    builder
-        .build()
-        .map_err(|err| ServerError::InvalidConfig(err.to_string()))
 }
 
 /// For example `tower-cdn listening on http://127.0.0.1:8080 and https://127.0.0.1:8443

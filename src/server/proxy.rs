@@ -28,8 +28,13 @@ use hyper_util::{
 };
 use tower_service::Service;
 
-use super::{tls, HostHeader, PeerAddr, ServerConfig, ServerError};
-use crate::{BoxError, ViewerTls};
+use rustls::ClientConfig;
+
+use super::{
+    site::check_path_prefix, HostHeader, OriginConfig, OriginProtocol, PeerAddr, ServerConfig,
+    ServerError,
+};
+use crate::{BoxError, OriginUsed, ViewerTls};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -54,61 +59,121 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Where requests go: the origin's scheme and authority.
+/// Where requests go and what they carry there.
 #[derive(Debug)]
 struct Origin {
-    scheme: Scheme,
-    authority: Authority,
-    host: HeaderValue,
+    client: Client<HttpsConnector<HttpConnector>, OriginBody>,
+    name: Arc<str>,
+    protocol: OriginProtocol,
+    /// The authority for HTTP and for HTTPS (they differ in port).
+    http: Authority,
+    https: Authority,
+    path_prefix: Option<Box<str>>,
+    /// The `Host` sent instead of the viewer's, if any.
+    host: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The request body sent to the origin: the viewer's, streamed, whatever its type.
-type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Sends each viewer request to the origin with proxy headers fixed up.
+/// Sends each viewer request to one origin with proxy headers fixed up.
 #[derive(Clone, Debug)]
 pub(crate) struct ProxyService {
-    client: Client<HttpsConnector<HttpConnector>, OriginBody>,
     origin: Arc<Origin>,
-    host_header: HostHeader,
     timeout: Duration,
 }
 
 impl ProxyService {
-    /// A proxy to `origin`, which must have passed `check_origin`; fails if the origin CA
-    /// file cannot be used.
-    pub(crate) fn new(origin: &Uri, config: &ServerConfig) -> Result<Self, ServerError> {
+    /// A proxy to `origin` (whose URL must have passed `check_origin`), with the server's
+    /// settings as defaults and `tls` for `https://` connections.
+    pub(crate) fn new(
+        origin: &OriginConfig,
+        defaults: &ServerConfig,
+        tls: ClientConfig,
+    ) -> Result<Self, ServerError> {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_connect_timeout(Some(
+            origin.connect_timeout.unwrap_or(defaults.connect_timeout),
+        ));
         connector.set_nodelay(true);
         // `https_or_http` keeps plain origins working: TLS is used for `https://` URIs only.
         connector.enforce_http(false);
         let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls::origin_tls(config.origin_ca.as_deref())?)
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             // Without a timer the pool would never expire idle origin connections.
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(origin.keep_alive.unwrap_or(Duration::from_secs(90)))
             .build(connector);
-        let authority = origin
-            .authority()
-            .cloned()
-            .expect("check_origin guarantees a host");
-        let host = HeaderValue::from_str(authority.as_str())
-            .expect("an authority is a valid header value");
+        let invalid =
+            |what: &str| ServerError::InvalidConfig(format!("origin `{}`: {what}", origin.name));
+        let url = &origin.url;
+        let https_url = url.scheme() == Some(&Scheme::HTTPS);
+        let host = url.host().ok_or_else(|| invalid("the URL has no host"))?;
+        let url_port = url.port_u16().unwrap_or(if https_url { 443 } else { 80 });
+        let http_port = origin
+            .http_port
+            .unwrap_or(if https_url { 80 } else { url_port });
+        let https_port = origin
+            .https_port
+            .unwrap_or(if https_url { url_port } else { 443 });
+        let authority = |port: u16, default: u16| {
+            let text = if port == default {
+                host.to_owned()
+            } else {
+                format!("{host}:{port}")
+            };
+            Authority::try_from(text).map_err(|_| invalid("the URL's host is not valid"))
+        };
+        let fixed_host = match (&origin.host, defaults.host_header) {
+            (Some(host), _) => Some(
+                HeaderValue::from_str(host).map_err(|_| invalid("`host` is not a valid host"))?,
+            ),
+            (None, HostHeader::Origin) => {
+                let authority = url.authority().map_or(host, |a| a.as_str());
+                Some(HeaderValue::from_str(authority).map_err(|_| invalid("bad authority"))?)
+            }
+            (None, HostHeader::Viewer) => None,
+        };
+        if let Some(prefix) = &origin.path_prefix {
+            check_path_prefix(prefix).map_err(|err| invalid(&err))?;
+        }
         Ok(Self {
-            client,
             origin: Arc::new(Origin {
-                scheme: origin.scheme().cloned().unwrap_or(Scheme::HTTP),
-                authority,
-                host,
+                client,
+                name: origin.name.as_str().into(),
+                protocol: origin.protocol.unwrap_or(if https_url {
+                    OriginProtocol::HttpsOnly
+                } else {
+                    OriginProtocol::HttpOnly
+                }),
+                http: authority(http_port, 80)?,
+                https: authority(https_port, 443)?,
+                path_prefix: origin
+                    .path_prefix
+                    .as_deref()
+                    .map(|prefix| prefix.trim_end_matches('/'))
+                    .filter(|prefix| !prefix.is_empty())
+                    .map(Into::into),
+                host: fixed_host,
+                headers: origin.headers.clone(),
             }),
-            host_header: config.host_header,
-            timeout: config.origin_timeout,
+            timeout: origin.response_timeout.unwrap_or(defaults.origin_timeout),
         })
+    }
+
+    /// The origin's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.origin.name
+    }
+
+    /// How long this origin may take to answer.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Rewrites a viewer request into the request the origin receives.
@@ -124,7 +189,7 @@ impl ProxyService {
         let tls = parts.extensions.get::<ViewerTls>().is_some();
         let upgrade = upgrade_protocol(&parts.headers, received);
 
-        parts.uri = self.origin_uri(&parts.uri);
+        parts.uri = self.origin_uri(&parts.uri, tls);
         // The origin is spoken to over HTTP/1.1 whatever the viewer used.
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -135,36 +200,58 @@ impl ProxyService {
         self.set_host(&mut parts.headers, viewer_host);
         add_forwarding_headers(&mut parts.headers, peer, tls);
         append_via(&mut parts.headers, received);
+        // Last, so a viewer cannot override them.
+        for (name, value) in &self.origin.headers {
+            parts.headers.insert(name, value.clone());
+        }
         Request::from_parts(parts, body)
     }
 
-    /// The origin's scheme and authority with the viewer's path and query.
-    fn origin_uri(&self, viewer_uri: &Uri) -> Uri {
-        let path_and_query = viewer_uri
+    /// The origin's scheme and authority (by the protocol policy and whether the viewer
+    /// came over TLS) with the origin path and the viewer's path and query.
+    fn origin_uri(&self, viewer_uri: &Uri, viewer_tls: bool) -> Uri {
+        let https = match self.origin.protocol {
+            OriginProtocol::HttpOnly => false,
+            OriginProtocol::HttpsOnly => true,
+            OriginProtocol::MatchViewer => viewer_tls,
+        };
+        let (scheme, authority) = if https {
+            (Scheme::HTTPS, self.origin.https.clone())
+        } else {
+            (Scheme::HTTP, self.origin.http.clone())
+        };
+        let viewer_pq = viewer_uri
             .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            .map_or("/", PathAndQuery::as_str);
+        let path_and_query = match &self.origin.path_prefix {
+            Some(prefix) => PathAndQuery::try_from(format!("{prefix}{viewer_pq}"))
+                .unwrap_or_else(|_| PathAndQuery::from_static("/")),
+            None => viewer_uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
         Uri::builder()
-            .scheme(self.origin.scheme.clone())
-            .authority(self.origin.authority.clone())
+            .scheme(scheme)
+            .authority(authority)
             .path_and_query(path_and_query)
             .build()
             .expect("a checked origin plus a parsed path is a valid URI")
     }
 
     fn set_host(&self, headers: &mut HeaderMap, viewer_host: Option<HeaderValue>) {
-        match (self.host_header, viewer_host) {
-            (HostHeader::Viewer, Some(host)) => {
+        match (&self.origin.host, viewer_host) {
+            (None, Some(host)) => {
                 headers.insert(header::HOST, host);
             }
-            (HostHeader::Origin, viewer_host) => {
-                headers.insert(header::HOST, self.origin.host.clone());
+            (Some(fixed), viewer_host) => {
+                headers.insert(header::HOST, fixed.clone());
                 if let Some(host) = viewer_host {
                     headers.insert(X_FORWARDED_HOST, host);
                 }
             }
             // No viewer host at all (HTTP/1.0): the client fills in the origin's.
-            (HostHeader::Viewer, None) => {}
+            (None, None) => {}
         }
     }
 }
@@ -190,8 +277,9 @@ where
         let request = self
             .to_origin_request(request)
             .map(|body| body.map_err(Into::into).boxed_unsync());
-        let sent = self.client.request(request);
+        let sent = self.origin.client.request(request);
         let timeout = self.timeout;
+        let name = self.origin.name.clone();
         Box::pin(async move {
             let mut response = tokio::time::timeout(timeout, sent)
                 .await
@@ -205,6 +293,10 @@ where
                 }
                 _ => false,
             };
+            // An origin group replaces this with its own mark (naming the same origin).
+            response
+                .extensions_mut()
+                .insert(OriginUsed::new(name, false));
             Ok(to_viewer_response(response, upgraded))
         })
     }
@@ -334,9 +426,22 @@ pub(crate) enum ProxyError {
     Upstream(legacy::Error),
     /// The viewer's request body went past the configured limit while it was being sent.
     BodyTooLarge(legacy::Error),
+    /// Another failure, reported by an origin group.
+    Other(BoxError),
 }
 
 impl ProxyError {
+    /// The error an origin group reports: the failing origin's own, when it is one.
+    pub(crate) fn from_boxed(err: BoxError) -> Self {
+        match err.downcast::<Self>() {
+            Ok(err) => *err,
+            Err(err) => match err.downcast::<crate::OriginTimedOut>() {
+                Ok(timed_out) => Self::Timeout(timed_out.after()),
+                Err(err) => Self::Other(err),
+            },
+        }
+    }
+
     fn from_client(err: legacy::Error) -> Self {
         if caused_by::<LengthLimitError>(&err) {
             Self::BodyTooLarge(err)
@@ -352,7 +457,7 @@ impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Timeout(_) | Self::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Connect(_) | Self::Upstream(_) | Self::Other(_) => StatusCode::BAD_GATEWAY,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -365,7 +470,9 @@ impl ProxyError {
                 "504 Gateway Timeout: could not connect to the origin in time\n"
             }
             Self::Connect(_) => "502 Bad Gateway: could not connect to the origin\n",
-            Self::Upstream(_) => "502 Bad Gateway: the origin sent no valid response\n",
+            Self::Upstream(_) | Self::Other(_) => {
+                "502 Bad Gateway: the origin sent no valid response\n"
+            }
             Self::BodyTooLarge(_) => "413 Content Too Large: the request body is over the limit\n",
         }
     }
@@ -437,6 +544,7 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout(after) => write!(f, "origin sent no response within {after:?}"),
+            Self::Other(err) => write!(f, "{err}"),
             Self::ConnectTimeout(err)
             | Self::Connect(err)
             | Self::Upstream(err)
@@ -551,13 +659,68 @@ mod tests {
         assert_eq!(map["x-forwarded-proto"], "http");
     }
 
+    fn proxy(origin: OriginConfig) -> ProxyService {
+        let tls = super::super::tls::origin_tls(None).unwrap();
+        ProxyService::new(&origin, &ServerConfig::default(), tls).unwrap()
+    }
+
     #[test]
     fn origin_uri_keeps_path_and_query() {
-        let config = ServerConfig::default();
-        let origin: Uri = "http://127.0.0.1:9000".parse().unwrap();
-        let proxy = ProxyService::new(&origin, &config).unwrap();
-        let uri = proxy.origin_uri(&"/a/b?c=d".parse().unwrap());
+        let proxy = proxy(OriginConfig::new(
+            "o",
+            "http://127.0.0.1:9000".parse().unwrap(),
+        ));
+        let uri = proxy.origin_uri(&"/a/b?c=d".parse().unwrap(), false);
         assert_eq!(uri, "http://127.0.0.1:9000/a/b?c=d");
+    }
+
+    #[test]
+    fn origin_path_is_prepended() {
+        let origin = OriginConfig::new("o", "http://origin.test".parse().unwrap())
+            .path_prefix("/production/");
+        let uri = proxy(origin).origin_uri(&"/a?b".parse().unwrap(), false);
+        assert_eq!(uri, "http://origin.test/production/a?b");
+    }
+
+    #[test]
+    fn protocol_policy_picks_scheme_and_port() {
+        let url: Uri = "http://origin.test:8080".parse().unwrap();
+        let path: Uri = "/x".parse().unwrap();
+        let only_http = proxy(OriginConfig::new("o", url.clone()));
+        assert_eq!(
+            only_http.origin_uri(&path, true),
+            "http://origin.test:8080/x"
+        );
+        let https = proxy(OriginConfig::new("o", url.clone()).protocol(OriginProtocol::HttpsOnly));
+        assert_eq!(https.origin_uri(&path, false), "https://origin.test/x");
+        let mut matched = OriginConfig::new("o", url).protocol(OriginProtocol::MatchViewer);
+        matched.https_port = Some(8443);
+        let matched = proxy(matched);
+        assert_eq!(
+            matched.origin_uri(&path, false),
+            "http://origin.test:8080/x"
+        );
+        assert_eq!(
+            matched.origin_uri(&path, true),
+            "https://origin.test:8443/x"
+        );
+    }
+
+    #[test]
+    fn custom_headers_and_host_replace_the_viewers() {
+        let origin = OriginConfig::new("o", "http://origin.test".parse().unwrap())
+            .host("site.internal")
+            .header("x-origin-verify", "s3cret");
+        let request = Request::get("/")
+            .header("host", "www.example.test")
+            .header("x-origin-verify", "forged")
+            .body(())
+            .unwrap();
+        let sent = proxy(origin).to_origin_request(request);
+        assert_eq!(sent.headers()["host"], "site.internal");
+        assert_eq!(sent.headers()["x-forwarded-host"], "www.example.test");
+        assert_eq!(sent.headers()["x-origin-verify"], "s3cret");
+        assert_eq!(sent.headers().get_all("x-origin-verify").iter().count(), 1);
     }
 
     #[test]

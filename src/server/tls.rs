@@ -10,11 +10,15 @@ use std::{
 use rustls::{
     crypto::{ring, CryptoProvider},
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    sign::CertifiedKey,
     ClientConfig, RootCertStore, ServerConfig as RustlsServerConfig,
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::{ServerConfig, ServerError};
+use super::{
+    hosts::{HostTable, SniResolver},
+    DistributionConfig, ServerConfig, ServerError,
+};
 
 /// The provider is named explicitly rather than installed process-wide, so that another crate
 /// in the same program enabling a second provider cannot make rustls refuse to pick one.
@@ -29,10 +33,13 @@ pub(crate) struct ViewerTlsSetup {
     pub(crate) self_signed_pem: Option<String>,
 }
 
-/// The HTTPS listener's TLS settings for `config`, listening on `addr`.
+/// The HTTPS listener's TLS settings for `config`, listening on `addr`. Distributions with
+/// their own certificate get it for their names (by SNI); other names get the listener's.
 pub(crate) fn viewer_tls(
     config: &ServerConfig,
     addr: SocketAddr,
+    names: &HostTable,
+    distributions: &[DistributionConfig],
 ) -> Result<ViewerTlsSetup, ServerError> {
     let (chain, key, self_signed_pem) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (read_chain(cert)?, read_key(key)?, None),
@@ -43,18 +50,57 @@ pub(crate) fn viewer_tls(
         (Some(_), None) => return Err(tls_error("tls_cert is set but tls_key is not")),
         (None, Some(_)) => return Err(tls_error("tls_key is set but tls_cert is not")),
     };
-    let mut server = RustlsServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let builder = RustlsServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|err| tls_error(format!("TLS setup: {err}")))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|err| tls_error(format!("the certificate and key do not fit: {err}")))?;
+        .with_no_client_auth();
+    let own =
+        |distribution: &DistributionConfig| match (&distribution.tls_cert, &distribution.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(certified(
+                read_chain(cert)?,
+                read_key(key)?,
+                &provider,
+            )?)),
+            (None, None) => Ok(None),
+            _ => Err(tls_error(format!(
+                "distribution `{}`: tls_cert and tls_key go together",
+                distribution.name
+            ))),
+        };
+    let certificates = distributions
+        .iter()
+        .map(own)
+        .collect::<Result<Vec<_>, ServerError>>()?;
+    let mut server = if certificates.iter().all(Option::is_none) {
+        builder
+            .with_single_cert(chain, key)
+            .map_err(|err| tls_error(format!("the certificate and key do not fit: {err}")))?
+    } else {
+        let default = certified(chain, key, &provider)?;
+        builder.with_cert_resolver(Arc::new(SniResolver::new(
+            names.clone(),
+            certificates,
+            default,
+        )))
+    };
     // Both protocols the listener speaks; the connection builder detects which one follows.
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(ViewerTlsSetup {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         self_signed_pem,
     })
+}
+
+/// A certificate chain and its key, checked to fit together.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, ServerError> {
+    CertifiedKey::from_der(chain, key, provider)
+        .map(Arc::new)
+        .map_err(|err| tls_error(format!("the certificate and key do not fit: {err}")))
 }
 
 /// The TLS settings for `https://` origins: Mozilla's roots, or the CAs of `ca_file` instead.
@@ -142,7 +188,13 @@ mod tests {
             https_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..ServerConfig::default()
         };
-        let setup = viewer_tls(&config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let setup = viewer_tls(
+            &config,
+            "127.0.0.1:0".parse().unwrap(),
+            &HostTable::default(),
+            &[],
+        )
+        .unwrap();
         assert!(setup
             .self_signed_pem
             .unwrap()
@@ -156,9 +208,14 @@ mod tests {
             tls_cert: Some("cert.pem".into()),
             ..ServerConfig::default()
         };
-        let err = viewer_tls(&config, "127.0.0.1:0".parse().unwrap())
-            .err()
-            .unwrap();
+        let err = viewer_tls(
+            &config,
+            "127.0.0.1:0".parse().unwrap(),
+            &HostTable::default(),
+            &[],
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("tls_key"), "{err}");
     }
 
