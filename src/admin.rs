@@ -46,10 +46,14 @@ pub const MAX_ITEM_LEN: usize = 1_024;
 /// Largest purge request body.
 pub const MAX_BODY: usize = 256 * 1024;
 
+/// More Prometheus text for `/metrics`, such as an application's own counters.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 #[derive(Clone)]
 struct Admin {
     layers: Arc<[(String, CdnLayer)]>,
     token: Arc<[u8]>,
+    extra: Option<ExtraMetrics>,
 }
 
 impl Admin {
@@ -79,12 +83,26 @@ where
     I: IntoIterator<Item = (N, CdnLayer)>,
     N: Into<String>,
 {
+    router_with_metrics(layers, token, None)
+}
+
+/// [`router_for`], with `extra` appended to the `/metrics` text on every scrape.
+pub fn router_with_metrics<I, N>(
+    layers: I,
+    token: impl Into<String>,
+    extra: Option<ExtraMetrics>,
+) -> Router
+where
+    I: IntoIterator<Item = (N, CdnLayer)>,
+    N: Into<String>,
+{
     let state = Admin {
         layers: layers
             .into_iter()
             .map(|(name, layer)| (name.into(), layer))
             .collect(),
         token: token.into().into_bytes().into(),
+        extra,
     };
     Router::new()
         .route("/purge", post(purge))
@@ -247,11 +265,11 @@ async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if !authorized(&admin, &headers) {
         return unauthorized();
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.metrics().to_prometheus(),
-    )
-        .into_response()
+    let mut text = admin.metrics().to_prometheus();
+    if let Some(extra) = &admin.extra {
+        text.push_str(&extra());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[cfg(test)]

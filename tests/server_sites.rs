@@ -171,6 +171,7 @@ fn config_from(file: &Path) -> Result<ServerConfig, ServerError> {
 struct Running {
     addr: SocketAddr,
     https: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -178,7 +179,11 @@ struct Running {
 impl Running {
     async fn start(config: ServerConfig) -> Self {
         let server = Server::bind(config).await.unwrap();
-        let (addr, https) = (server.local_addr(), server.https_addr());
+        let (addr, https, admin) = (
+            server.local_addr(),
+            server.https_addr(),
+            server.admin_addr(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
             let _ = stopped.await;
@@ -186,6 +191,7 @@ impl Running {
         Self {
             addr,
             https,
+            admin,
             stop: Some(stop),
             task,
         }
@@ -380,7 +386,8 @@ async fn two_sites(extra: &str) -> (TempFile, Arc<Origin>, Arc<Origin>, Arc<Orig
 #[tokio::test]
 async fn distributions_are_chosen_by_host_and_keep_their_caches_apart() {
     within(async {
-        let (file, a, b, backup) = two_sites("").await;
+        let (file, a, b, backup) =
+            two_sites("admin_listen = \"127.0.0.1:0\"\nadmin_token = \"t0ken\"").await;
         let edge = Running::start(config_from(&file.path).unwrap()).await;
         let client = viewer();
 
@@ -449,6 +456,27 @@ async fn distributions_are_chosen_by_host_and_keep_their_caches_apart() {
         assert!(cached.x_cache().starts_with("Hit"), "{}", cached.x_cache());
         assert_eq!(backup.hits(), 1);
         assert_eq!(b.hits(), 2);
+
+        // Which origin answered shows in the metrics.
+        let metrics = send(
+            &client,
+            edge.admin.unwrap(),
+            "GET",
+            "/metrics",
+            &[("authorization", "Bearer t0ken")],
+            "",
+        )
+        .await
+        .text();
+        for line in [
+            "tower_cdn_origin_group_failovers_total{group=\"b-with-backup\"} 1",
+            "tower_cdn_origin_requests_by_origin_total{origin=\"backup\"} 1",
+            "tower_cdn_origin_requests_by_origin_total{origin=\"b\"} 2",
+            "tower_cdn_origin_requests_by_origin_total{origin=\"a\"} 2",
+            "tower_cdn_origin_requests_total 4\n",
+        ] {
+            assert!(metrics.contains(line), "{line} not in\n{metrics}");
+        }
         edge.stop().await;
     })
     .await;

@@ -1,6 +1,7 @@
 //! TLS on both sides of the edge over loopback: viewers on the HTTPS listener (self-signed
 //! certificate generated at start), and an `https://` origin whose test certificate is
-//! trusted through the origin CA file.
+//! trusted through the origin CA file, also reached only by HTTPS viewers when the origin's
+//! protocol matches the viewer's.
 
 use std::{
     future::Future,
@@ -30,7 +31,7 @@ use rustls::{
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
-use tower_cdn::server::{Server, ServerConfig, ServerError};
+use tower_cdn::server::{OriginConfig, OriginProtocol, Server, ServerConfig, ServerError};
 
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -321,6 +322,49 @@ async fn an_untrusted_https_origin_is_a_bad_gateway() {
 
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(origin.hits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn match_viewer_origins_are_reached_over_the_viewers_protocol() {
+    within(async {
+        let (cert_pem, key_pem) = test_certificate();
+        let (plain_addr, plain) = start_plain_origin().await;
+        let (tls_addr, tls) = start_tls_origin(&cert_pem, &key_pem).await;
+        let ca_file = TempFile::new("origin-ca.pem", &cert_pem);
+        let mut origin = OriginConfig::new(
+            "site",
+            format!("http://127.0.0.1:{}", plain_addr.port())
+                .parse()
+                .unwrap(),
+        )
+        .protocol(OriginProtocol::MatchViewer);
+        origin.https_port = Some(tls_addr.port());
+        let mut config = ServerConfig::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.origin_ca = Some(ca_file.0.clone());
+        config.origins = vec![origin];
+        let edge = start_edge(config).await;
+
+        let plain_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let uri = format!("http://{}/obj", edge.addr).parse().unwrap();
+        let over_http = read(plain_client.get(uri).await.unwrap()).await;
+        assert_eq!(over_http.status(), StatusCode::OK);
+        assert_eq!((plain.hits(), tls.hits()), (1, 0));
+
+        let client = tls_client(edge.certificate.as_deref().unwrap());
+        let https_port = edge.https_addr.unwrap().port();
+        let uri = format!("https://127.0.0.1:{https_port}/obj")
+            .parse()
+            .unwrap();
+        let over_https = read(client.get(uri).await.unwrap()).await;
+        assert_eq!(over_https.status(), StatusCode::OK);
+        assert_eq!(over_https.body(), "hello over tls");
+        assert_eq!((plain.hits(), tls.hits()), (1, 1));
+        edge.stop.send(()).unwrap();
+        edge.task.await.unwrap().unwrap();
     })
     .await;
 }

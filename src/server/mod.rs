@@ -82,6 +82,7 @@ pub struct Server {
     origin: Uri,
     distributions: Vec<Distribution>,
     hosts: HostTable,
+    targets: Arc<Targets>,
     admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
@@ -236,6 +237,7 @@ impl Server {
             max_request_body: config.max_request_body,
             distributions: built,
             hosts,
+            targets,
             origin,
             demo,
             drain_timeout: config.drain_timeout,
@@ -327,7 +329,9 @@ impl Server {
             let _ = rx.wait_for(|stopped| *stopped).await;
         };
         let admin = self.admin.map(|admin| {
-            let router = crate::admin::router_for(layers, admin.token);
+            let targets = self.targets.clone();
+            let origins: crate::admin::ExtraMetrics = Arc::new(move || targets.to_prometheus());
+            let router = crate::admin::router_with_metrics(layers, admin.token, Some(origins));
             let listeners = vec![Listener::plain(admin.listener)];
             let shutdown = until_stopped(stopped.clone());
             tokio::spawn(serve_connections(

@@ -132,6 +132,66 @@ impl Targets {
             .unwrap_or_default()
     }
 
+    /// Per-origin and per-group counters in the Prometheus text format.
+    pub(crate) fn to_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut names: Vec<&Arc<str>> = self.by_name.keys().collect();
+        names.sort_unstable();
+        let mut requests = String::new();
+        let mut failures = String::new();
+        let mut failovers = String::new();
+        for name in names {
+            let label = name.replace('\\', "\\\\").replace('"', "\\\"");
+            match &self.by_name[name] {
+                Target::Origin(proxy) => {
+                    let (sent, failed) = proxy.counts();
+                    let _ = writeln!(
+                        requests,
+                        "tower_cdn_origin_requests_by_origin_total{{origin=\"{label}\"}} {sent}"
+                    );
+                    let _ = writeln!(
+                        failures,
+                        "tower_cdn_origin_failures_by_origin_total{{origin=\"{label}\"}} {failed}"
+                    );
+                }
+                Target::Group(group) => {
+                    let counts = group.metrics();
+                    let _ = writeln!(
+                        failovers,
+                        "tower_cdn_origin_group_failovers_total{{group=\"{label}\"}} {}",
+                        counts.failovers
+                    );
+                }
+            }
+        }
+        let mut out = String::new();
+        for (name, help, lines) in [
+            (
+                "origin_requests_by_origin_total",
+                "Requests sent to each named origin.",
+                requests,
+            ),
+            (
+                "origin_failures_by_origin_total",
+                "Requests to each named origin that got no response.",
+                failures,
+            ),
+            (
+                "origin_group_failovers_total",
+                "Requests each origin group replayed on its secondary.",
+                failovers,
+            ),
+        ] {
+            if !lines.is_empty() {
+                let _ = write!(
+                    out,
+                    "# HELP tower_cdn_{name} {help}\n# TYPE tower_cdn_{name} counter\n{lines}"
+                );
+            }
+        }
+        out
+    }
+
     /// Whether `name` is an origin or a group.
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)

@@ -7,7 +7,10 @@ use std::{
     fmt, io,
     net::IpAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -72,6 +75,9 @@ struct Origin {
     /// The `Host` sent instead of the viewer's, if any.
     host: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Requests sent, and those that got no response.
+    requests: AtomicU64,
+    failures: AtomicU64,
 }
 
 /// The request body sent to the origin: the viewer's, streamed, whatever its type.
@@ -161,6 +167,8 @@ impl ProxyService {
                     .map(Into::into),
                 host: fixed_host,
                 headers: origin.headers.clone(),
+                requests: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
             }),
             timeout: origin.response_timeout.unwrap_or(defaults.origin_timeout),
         })
@@ -169,6 +177,14 @@ impl ProxyService {
     /// The origin's name.
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.origin.name
+    }
+
+    /// Requests sent to this origin, and how many of them got no response.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.origin.requests.load(Ordering::Relaxed),
+            self.origin.failures.load(Ordering::Relaxed),
+        )
     }
 
     /// How long this origin may take to answer.
@@ -279,12 +295,16 @@ where
             .map(|body| body.map_err(Into::into).boxed_unsync());
         let sent = self.origin.client.request(request);
         let timeout = self.timeout;
-        let name = self.origin.name.clone();
+        let origin = self.origin.clone();
+        origin.requests.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
-            let mut response = tokio::time::timeout(timeout, sent)
-                .await
-                .map_err(|_| ProxyError::Timeout(timeout))?
-                .map_err(ProxyError::from_client)?;
+            let answer = match tokio::time::timeout(timeout, sent).await {
+                Ok(answer) => answer.map_err(ProxyError::from_client),
+                Err(_) => Err(ProxyError::Timeout(timeout)),
+            };
+            let mut response = answer.inspect_err(|_| {
+                origin.failures.fetch_add(1, Ordering::Relaxed);
+            })?;
             let upgraded = match viewer_upgrade {
                 Some(viewer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     let origin = hyper::upgrade::on(&mut response);
@@ -296,7 +316,7 @@ where
             // An origin group replaces this with its own mark (naming the same origin).
             response
                 .extensions_mut()
-                .insert(OriginUsed::new(name, false));
+                .insert(OriginUsed::new(origin.name.clone(), false));
             Ok(to_viewer_response(response, upgraded))
         })
     }
