@@ -85,7 +85,11 @@ async fn answer(
     origin.hits.fetch_add(1, Ordering::SeqCst);
     origin.seen.lock().unwrap().push(Seen {
         method: method.clone(),
-        path: uri.path().to_owned(),
+        // With the query: signing parameters must not reach the origin.
+        path: uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned(),
         headers: headers.clone(),
     });
     let path = uri.path();
@@ -680,20 +684,14 @@ trusted_key_group = "members"
         let file = TempFile::new("access.toml", &text);
         let edge = Running::start(config_from(&file.path).unwrap()).await;
         let client = viewer();
-        let viewer_from = |client: &'static str, country: &'static str| {
-            [("x-client", client), ("x-viewer-country", country)]
+        // A GET from the client with rate-limit key `who`, in `country`.
+        let get = async |path: &str, who: &str, country: &str| {
+            let from = [("x-client", who), ("x-viewer-country", country)];
+            send(&client, edge.addr, "GET", path, &from, "").await
         };
 
         // Signed URLs, as `tower-cdn sign` prints them, for the key the file trusts.
-        let unsigned = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/members/a",
-            &viewer_from("1", "DE"),
-            "",
-        )
-        .await;
+        let unsigned = get("/members/a", "1", "DE").await;
         assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
         let url = format!("http://{}/members/a", edge.addr);
         let sign = Cli::try_parse_from([
@@ -718,67 +716,27 @@ trusted_key_group = "members"
         let path = signed
             .strip_prefix(&format!("http://{}", edge.addr))
             .unwrap();
-        let allowed = send(&client, edge.addr, "GET", path, &viewer_from("2", "DE"), "").await;
+        let allowed = get(path, "2", "DE").await;
         assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text());
         assert_eq!(site.last().path, "/members/a");
         assert_eq!(site.hits(), 1);
 
         // Geo restriction by the trusted header.
-        let blocked = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/page",
-            &viewer_from("3", "FR"),
-            "",
-        )
-        .await;
+        let blocked = get("/page", "3", "FR").await;
         assert_eq!(blocked.status, StatusCode::FORBIDDEN);
-        let open = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/page",
-            &viewer_from("4", "DE"),
-            "",
-        )
-        .await;
+        let open = get("/page", "4", "DE").await;
         assert_eq!(open.status, StatusCode::OK);
         assert_eq!(site.hits(), 2);
 
         // Per-client rate limit, keyed by the configured header.
         for _ in 0..3 {
-            let ok = send(
-                &client,
-                edge.addr,
-                "GET",
-                "/page",
-                &viewer_from("flood", "DE"),
-                "",
-            )
-            .await;
+            let ok = get("/page", "flood", "DE").await;
             assert_eq!(ok.status, StatusCode::OK);
         }
-        let limited = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/page",
-            &viewer_from("flood", "DE"),
-            "",
-        )
-        .await;
+        let limited = get("/page", "flood", "DE").await;
         assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(limited.headers.contains_key("retry-after"));
-        let other = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/page",
-            &viewer_from("5", "DE"),
-            "",
-        )
-        .await;
+        let other = get("/page", "5", "DE").await;
         assert_eq!(other.status, StatusCode::OK);
         edge.stop().await;
     })

@@ -494,7 +494,10 @@ pub(crate) struct ConfigLayer {
     pub(crate) drain_timeout: Option<Duration>,
 
     // The site: named origins and groups, key groups, distributions, and the settings of
-    // the one distribution a file without `[[distributions]]` describes. File only.
+    // the one distribution a file without `[[distributions]]` describes. File only. They
+    // repeat `DistributionToml`'s keys rather than flattening it in, because serde's
+    // `flatten` loses toml's spans (and with them the line numbers of errors) and cannot be
+    // combined with `deny_unknown_fields`.
     pub(crate) origins: BTreeMap<String, Spanned<OriginToml>>,
     pub(crate) origin_groups: BTreeMap<String, Spanned<OriginGroupToml>>,
     pub(crate) key_groups: BTreeMap<String, KeyGroupSetting>,
