@@ -259,3 +259,114 @@ async fn keys_rotate_without_downtime() {
         "retired key"
     );
 }
+
+/// CloudFront's own RSA-SHA1 URLs, made here without the crate's `Signer`, through the layer.
+#[cfg(feature = "cloudfront-compat")]
+mod cloudfront_rsa_sha1 {
+    use super::*;
+    use base64::Engine as _;
+    use rand::SeedableRng as _;
+    use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
+    use tower_cdn::signing::VerifyingKey;
+
+    const KEY_ID: &str = "APKAEXAMPLE";
+
+    /// A 2048-bit key, as CloudFront's key groups take, from a fixed seed; and the edge's
+    /// group trusting its public half as PEM.
+    fn key_and_group() -> (rsa::PrivateKey, KeyGroup) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9111);
+        let private = rsa::PrivateKey::new(&mut rng, 2048).unwrap();
+        let pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let group = KeyGroup::new()
+            .with_key(KEY_ID, VerifyingKey::rsa_sha1_pem(&pem).unwrap())
+            .unwrap();
+        (private, group)
+    }
+
+    /// RSASSA-PKCS1-v1_5 over SHA-1 of `policy`, as CloudFront signs.
+    fn sign(key: &rsa::PrivateKey, policy: &str) -> Vec<u8> {
+        key.pkcs1v15_sign::<sha1::Sha1>(policy.as_bytes()).unwrap()
+    }
+
+    /// CloudFront's URL-safe base64: standard base64, then `+`→`-`, `=`→`_`, `/`→`~`.
+    fn cloudfront_b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .replace('+', "-")
+            .replace('=', "_")
+            .replace('/', "~")
+    }
+
+    /// `signature` with one bit of its first byte flipped.
+    fn flipped(signature: &[u8]) -> Vec<u8> {
+        let mut bad = signature.to_vec();
+        bad[0] ^= 0x01;
+        bad
+    }
+
+    #[tokio::test]
+    async fn canned_policy_signed_as_cloudfront_specifies() {
+        let (key, group) = key_and_group();
+        let (svc, seen, _) = edge(group);
+        let resource = format!("{HOST}/private/horizon.jpg?size=large");
+        let policy = format!(
+            "{{\"Statement\":[{{\"Resource\":\"{resource}\",\"Condition\":{{\"DateLessThan\":{{\"AWS:EpochTime\":{}}}}}}}]}}",
+            NOW + 60
+        );
+        let signature = sign(&key, &policy);
+        let url_with = |signature: &[u8]| {
+            format!(
+                "{resource}&Expires={}&Signature={}&Key-Pair-Id={KEY_ID}",
+                NOW + 60,
+                cloudfront_b64(signature)
+            )
+        };
+
+        let res = send(&svc, signed(&url_with(&signature))).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(
+            res.body, "/private/horizon.jpg?size=large",
+            "the origin never sees the signing parameters"
+        );
+        assert_eq!(seen.calls(), 1);
+
+        let res = send(&svc, signed(&url_with(&flipped(&signature)))).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "a flipped signature bit");
+        assert_eq!(seen.calls(), 1, "a denied viewer never reaches the origin");
+    }
+
+    #[tokio::test]
+    async fn custom_policy_signed_as_cloudfront_specifies() {
+        let (key, group) = key_and_group();
+        let (svc, seen, _) = edge(group);
+        // Whitespace as in CloudFront's documentation's example policy.
+        let policy = format!(
+            "{{ \"Statement\": [ {{ \"Resource\": \"{HOST}/private/*\", \
+             \"Condition\": {{ \"DateLessThan\": {{ \"AWS:EpochTime\": {} }} }} }} ] }}",
+            NOW + 60
+        );
+        let signature = sign(&key, &policy);
+        let url_with = |signature: &[u8]| {
+            format!(
+                "{HOST}/private/game_download.zip?Policy={}&Signature={}&Key-Pair-Id={KEY_ID}",
+                cloudfront_b64(policy.as_bytes()),
+                cloudfront_b64(signature)
+            )
+        };
+
+        let res = send(&svc, signed(&url_with(&signature))).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(
+            res.body, "/private/game_download.zip",
+            "the origin never sees the signing parameters"
+        );
+        assert_eq!(seen.calls(), 1);
+
+        let res = send(&svc, signed(&url_with(&flipped(&signature)))).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "a flipped signature bit");
+        assert_eq!(seen.calls(), 1, "a denied viewer never reaches the origin");
+    }
+}
