@@ -16,9 +16,10 @@
 //!   is close to the fixed harness cost (request clone, response build, body collect).
 //! * `cdn_hit`: the same origin behind `CdnLayer::new()` (default settings), on a warmed key,
 //!   so every timed iteration is a `Hit` and the origin is never called (checked before
-//!   measuring). With the default settings the edge compresses text itself: the object is
-//!   stored once, without `Accept-Encoding` in its storage `Vary`, and the coding the request
-//!   picks (br) is made on the first hit and kept, so the timed hits serve that stored coding.
+//!   measuring and again after: the origin behind an edge counts its calls). With the default
+//!   settings the edge compresses text itself: the object is stored once, without
+//!   `Accept-Encoding` in its storage `Vary`, and the coding the request picks (br) is made on
+//!   the first hit and kept, so the timed hits serve that stored coding.
 //! * `cdn_hit_identity`: behind `CdnLayer::builder().no_compression()`. The origin's
 //!   `Vary: Accept-Encoding` now keys the cache, so each hit does the primary lookup, finds
 //!   the `Vary` record and does the variant lookup; the body served is the origin's, at its
@@ -26,6 +27,20 @@
 //! * `cdn_hit_identity_novary`: as `cdn_hit_identity`, with `Vary` left out of the origin
 //!   response: one lookup per hit. Its difference to `cdn_hit_identity` is the price of the
 //!   `Vary` indirection.
+//!
+//! `hit_signed` (1 KiB) prices a signed-URL check on the hit: `baseline` and `cdn_hit` as
+//! above, then the same edge with its default behavior requiring a signed URL
+//! (`Behavior::trusted_key_group`), one key group per arm:
+//!
+//! * `cdn_hit_signed_ed25519`: an Ed25519 key.
+//! * `cdn_hit_signed_hmac_sha256`: an HMAC-SHA256 secret.
+//!
+//! Their request is `cdn_hit`'s with a canned-policy signature appended to the query
+//! (`Expires`, `Signature`, `Key-Pair-Id`; valid for a day), so each hit also builds the
+//! resource URL, finds the credentials, checks the signature and the expiry, and strips the
+//! signing parameters before the key. The parameters are not part of the cache key, so all
+//! three edges serve the same stored object. A request without the signature is checked to be
+//! refused with `403` before measuring.
 //!
 //! `hit_concurrent` runs `baseline` and `cdn_hit` (1 KiB) with [`CONCURRENCY`] tasks on a
 //! multi-thread runtime with two workers, all hitting the same cached key; the figure is wall
@@ -46,15 +61,20 @@
 //! * added cost of a hit = `cdn_hit − baseline` (ns). Since the hit never calls the origin,
 //!   this is "the edge's hit path minus the cheapest possible origin".
 //! * ratio = `cdn_hit / baseline`.
+//! * price of a signed-URL check on a hit = `hit_signed/cdn_hit_signed_ed25519 −
+//!   hit_signed/cdn_hit` (and likewise for HMAC), against the `cdn_hit` of the same group,
+//!   never of another group.
 //! * `hit_64KiB/cdn_hit_identity` should cost the same as `hit_1KiB/cdn_hit_identity` (and
 //!   likewise for the other arms): a hit shares the stored `Bytes` and never copies the body.
 //!   A gap that grows with the body size is a copy.
 //!
-//! Run with `cargo bench --bench hit_path`. Measuring takes about 40 s.
+//! Run with `cargo bench --bench hit_path` (about 55 s of measuring), or one group with a
+//! filter: `cargo bench --bench hit_path -- hit_signed`.
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -66,7 +86,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
-use tower_cdn::{CdnLayer, CdnService};
+use tower_cdn::signing::{KeyGroup, Signer, SigningKey};
+use tower_cdn::{Behavior, CdnLayer, CdnService};
 use tower_layer::Layer;
 
 /// Tasks hitting the same key at once in `hit_concurrent`.
@@ -144,9 +165,53 @@ impl Service<Request<()>> for Origin {
     }
 }
 
-/// A browser-like GET for a page on the edge.
+/// [`Origin`] counting its calls, behind the edge only: the bare `baseline` pays no atomic.
+#[derive(Clone)]
+struct Counted {
+    origin: Origin,
+    calls: Arc<AtomicU64>,
+}
+
+impl Counted {
+    fn new(origin: Origin) -> Self {
+        Self {
+            origin,
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl Service<Request<()>> for Counted {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.origin.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.origin.call(req)
+    }
+}
+
+/// The page every arm requests, and the URL a signed-URL arm signs for it.
+const PAGE: &str = "/articles/2024/edge-caching?ref=home";
+const PAGE_URL: &str = "http://www.example.com/articles/2024/edge-caching?ref=home";
+
+/// A browser-like GET for [`PAGE`] on the edge.
 fn viewer_request() -> Request<()> {
-    Request::get("/articles/2024/edge-caching?ref=home")
+    viewer_request_to(PAGE)
+}
+
+/// The same browser-like GET for `path_and_query`.
+fn viewer_request_to(path_and_query: &str) -> Request<()> {
+    Request::get(path_and_query)
         .header(header::HOST, "www.example.com")
         .header(
             header::USER_AGENT,
@@ -233,10 +298,29 @@ where
     })
 }
 
+/// An edge on a warmed key, and how many origin calls filling it took.
+struct Edge {
+    svc: CdnService<Counted>,
+    fills: u64,
+}
+
+impl Edge {
+    /// Panics if the origin was called since the key was warmed.
+    fn assert_origin_idle(&self, arm: &str) {
+        assert_eq!(
+            self.svc.get_ref().calls(),
+            self.fills,
+            "{arm}: the origin was called after warm-up"
+        );
+    }
+}
+
 /// The origin behind `layer`, with the request's key stored and any coding the request
-/// picks already made: checks that the next requests are hits with the same body.
-fn warmed(rt: &Runtime, layer: &CdnLayer, origin: Origin, req: &Request<()>) -> CdnService<Origin> {
-    let mut svc = layer.layer(origin);
+/// picks already made: checks that the next requests are hits with the same body, and that
+/// they leave the origin alone.
+fn warmed(rt: &Runtime, layer: &CdnLayer, origin: Origin, req: &Request<()>) -> Edge {
+    let mut svc = layer.layer(Counted::new(origin));
+    let hit = HeaderValue::from_static("Hit from tower-cdn");
     rt.block_on(async {
         let mut trail = Vec::new();
         let mut steady = Vec::new();
@@ -250,10 +334,10 @@ fn warmed(rt: &Runtime, layer: &CdnLayer, origin: Origin, req: &Request<()>) -> 
                 .expect("response");
             let field = |name| res.headers().get(name).cloned();
             let (x_cache, coding) = (field("x-cache"), field("content-encoding"));
-            trail.push((x_cache.clone(), field("cache-status")));
+            trail.push((res.status(), x_cache.clone(), field("cache-status")));
             let body = res.into_body().collect().await.expect("body").to_bytes();
             assert!(!body.is_empty(), "a body is served");
-            if x_cache == Some(HeaderValue::from_static("Hit from tower-cdn")) {
+            if x_cache.as_ref() == Some(&hit) {
                 steady.push((coding, body));
             } else {
                 steady.clear();
@@ -268,7 +352,23 @@ fn warmed(rt: &Runtime, layer: &CdnLayer, origin: Origin, req: &Request<()>) -> 
         }
         panic!("the key never became a steady hit: {trail:?}");
     });
-    svc
+    let fills = svc.get_ref().calls();
+    assert!(fills >= 1, "the key was filled from the origin");
+    rt.block_on(async {
+        for _ in 0..100 {
+            let res = svc
+                .ready()
+                .await
+                .expect("ready")
+                .call(req.clone())
+                .await
+                .expect("response");
+            assert_eq!(res.headers().get("x-cache"), Some(&hit), "a hit");
+        }
+    });
+    let edge = Edge { svc, fills };
+    edge.assert_origin_idle("warm-up");
+    edge
 }
 
 fn current_thread() -> Runtime {
@@ -306,12 +406,82 @@ fn bench_sizes(c: &mut Criterion) {
         g.bench_function("baseline", |b| {
             b.iter_custom(|iters| run_serial(&rt, &origin, &req, iters));
         });
-        for (arm, cdn) in &arms {
+        for (arm, edge) in &arms {
             g.bench_function(*arm, |b| {
-                b.iter_custom(|iters| run_serial(&rt, cdn, &req, iters));
+                b.iter_custom(|iters| run_serial(&rt, &edge.svc, &req, iters));
             });
         }
         g.finish();
+        for (arm, edge) in &arms {
+            edge.assert_origin_idle(arm);
+        }
+    }
+}
+
+/// `CdnLayer::new()` settings, with the default behavior trusting `key` under `id`.
+fn signed_layer(id: &str, key: &SigningKey) -> CdnLayer {
+    let group = KeyGroup::new()
+        .with_key(id, key.verifying_key())
+        .expect("valid key id");
+    CdnLayer::builder()
+        .default_behavior(Behavior::new().trusted_key_group(group))
+        .build()
+        .expect("valid layer")
+}
+
+/// [`viewer_request`] with [`PAGE_URL`] signed by `signer` (canned policy, valid for a day).
+fn signed_request(signer: &Signer) -> Request<()> {
+    let expires = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 86_400;
+    let url = signer.sign_canned_url(PAGE_URL, expires);
+    let path_and_query = url
+        .strip_prefix("http://www.example.com")
+        .expect("the signed URL is on the page's host");
+    viewer_request_to(path_and_query)
+}
+
+fn bench_signed(c: &mut Criterion) {
+    let rt = current_thread();
+    let plain = viewer_request();
+    let origin = Origin::new(1024, true);
+    let ed25519 = SigningKey::ed25519(&[7; 32]).expect("valid key");
+    let hmac = SigningKey::hmac_sha256(b"a bench secret of 32 bytes......").expect("valid key");
+    let mut arms = vec![(
+        "cdn_hit",
+        warmed(&rt, &CdnLayer::new(), origin.clone(), &plain),
+        plain.clone(),
+    )];
+    for (arm, id, key) in [
+        ("cdn_hit_signed_ed25519", "ED1", ed25519),
+        ("cdn_hit_signed_hmac_sha256", "HM1", hmac),
+    ] {
+        let layer = signed_layer(id, &key);
+        let req = signed_request(&Signer::new(id, key).expect("valid signer"));
+        let edge = warmed(&rt, &layer, origin.clone(), &req);
+        let unsigned = rt.block_on(edge.svc.clone().oneshot(plain.clone()));
+        assert_eq!(
+            unsigned.expect("response").status(),
+            StatusCode::FORBIDDEN,
+            "{arm}: the behavior requires a signed URL"
+        );
+        arms.push((arm, edge, req));
+    }
+
+    let mut g = c.benchmark_group("hit_signed");
+    g.bench_function("baseline", |b| {
+        b.iter_custom(|iters| run_serial(&rt, &origin, &plain, iters));
+    });
+    for (arm, edge, req) in &arms {
+        g.bench_function(*arm, |b| {
+            b.iter_custom(|iters| run_serial(&rt, &edge.svc, req, iters));
+        });
+    }
+    g.finish();
+    for (arm, edge, _) in &arms {
+        edge.assert_origin_idle(arm);
     }
 }
 
@@ -331,9 +501,10 @@ fn bench_concurrent(c: &mut Criterion) {
         b.iter_custom(|iters| run_concurrent(&rt, &origin, &req, iters));
     });
     g.bench_function(BenchmarkId::new("cdn_hit", CONCURRENCY), |b| {
-        b.iter_custom(|iters| run_concurrent(&rt, &cdn, &req, iters));
+        b.iter_custom(|iters| run_concurrent(&rt, &cdn.svc, &req, iters));
     });
     g.finish();
+    cdn.assert_origin_idle("hit_concurrent/cdn_hit");
 }
 
 fn config() -> Criterion {
@@ -346,6 +517,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_sizes, bench_concurrent
+    targets = bench_sizes, bench_signed, bench_concurrent
 }
 criterion_main!(benches);
