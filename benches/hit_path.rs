@@ -38,7 +38,9 @@
 //! Their request is `cdn_hit`'s with a canned-policy signature appended to the query
 //! (`Expires`, `Signature`, `Key-Pair-Id`; valid for a day), so each hit also builds the
 //! resource URL, finds the credentials, checks the signature and the expiry, and strips the
-//! signing parameters before the key. The parameters are not part of the cache key, so all
+//! signing parameters before the key. The signature is verified once, in warm-up; the timed
+//! hits find it in the key group's memo of verified signatures, as a viewer repeating a URL
+//! does (the expiry is still checked on each). The parameters are not part of the cache key, so all
 //! three edges serve the same stored object. A request without the signature is checked to be
 //! refused with `403` before measuring.
 //!

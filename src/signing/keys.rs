@@ -1,11 +1,13 @@
 //! Signing and verifying keys (Ed25519, HMAC-SHA256, optionally RSA-SHA1) and key groups.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use super::error::{Denied, SigningError};
+use super::memo::Memo;
 use super::{MAX_KEY_ID_LEN, MIN_HMAC_SECRET_LEN};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -258,9 +260,20 @@ pub(super) fn valid_key_id(id: &str) -> bool {
 ///
 /// Holding the old and the new key at once lets keys rotate without downtime: sign with the
 /// new id, keep the old one until what it signed has expired, then remove it.
+///
+/// A group remembers the signatures it verified, so a viewer repeating a signed request costs
+/// a lookup rather than a signature verification (an Ed25519 verification costs tens of
+/// microseconds). Only the signature check is remembered: expiry, `DateGreaterThan`, resource
+/// and IP range are checked on every request. The memo is found only by the exact key id,
+/// signed bytes and signature bytes (the signature compared in constant time), holds only
+/// successes, and is bounded in bytes ([`signature_memo`](Self::signature_memo),
+/// [`DEFAULT_SIGNATURE_MEMO_BYTES`](super::DEFAULT_SIGNATURE_MEMO_BYTES) by default). Clones
+/// share it; [`insert`](Self::insert) and [`remove`](Self::remove) give the changed group a new,
+/// empty one, so nothing verified by a key survives that key's replacement.
 #[derive(Clone, Default)]
 pub struct KeyGroup {
     keys: Vec<(String, VerifyingKey)>,
+    memo: Arc<Memo>,
 }
 
 impl KeyGroup {
@@ -289,13 +302,51 @@ impl KeyGroup {
             return Err(SigningError::DuplicateKeyId(id));
         }
         self.keys.push((id, key));
+        self.forget_verified();
         Ok(())
     }
 
     /// Removes and returns the key under `id`.
     pub fn remove(&mut self, id: &str) -> Option<VerifyingKey> {
         let at = self.keys.iter().position(|(k, _)| k == id)?;
+        self.forget_verified();
         Some(self.keys.remove(at).1)
+    }
+
+    /// Bounds the memo of verified signatures to `bytes` (each entry weighs its key id,
+    /// signed message and signature plus a fixed overhead); `0` turns it off, so every request
+    /// is verified. Starts the memo empty.
+    pub fn signature_memo(mut self, bytes: usize) -> Self {
+        self.memo = Arc::new(Memo::new(bytes));
+        self
+    }
+
+    /// The memo of verified signatures.
+    #[cfg(test)]
+    pub(super) fn memo(&self) -> &Memo {
+        &self.memo
+    }
+
+    /// Replaces the memo by an empty one of the same bound, not shared with any clone.
+    fn forget_verified(&mut self) {
+        self.memo = Arc::new(Memo::new(self.memo.capacity()));
+    }
+
+    /// Checks `signature` over `message` with `key`, held under `key_id` in this group (as
+    /// [`entry`](Self::entry) returns them): from the memo when these exact bytes verified
+    /// before, otherwise with the key, remembering a success.
+    pub(super) fn verify(
+        &self,
+        (key_id, key): (&str, &VerifyingKey),
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), Denied> {
+        if self.memo.contains(key_id, message, signature) {
+            return Ok(());
+        }
+        key.verify(message, signature)?;
+        self.memo.insert(key_id, message, signature);
+        Ok(())
     }
 
     /// The key under `id`.

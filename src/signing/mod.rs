@@ -17,6 +17,11 @@
 //! SDKs' CloudFront signers verify unchanged. A [`KeyGroup`] holds several keys by id, so keys
 //! rotate without downtime. [`Signer`] makes signed URLs and cookies.
 //!
+//! A key group remembers the signatures it verified, bounded in bytes
+//! ([`KeyGroup::signature_memo`]): a viewer repeating a signed request costs a lookup, not a
+//! signature verification. Only the signature check is remembered; expiry, `DateGreaterThan`,
+//! resource and IP range are checked on every request.
+//!
 //! The URL a policy is checked against is `scheme://host/path?query` with the signing
 //! parameters removed, scheme and host in lower case and a default port dropped, as CloudFront
 //! does. The signing parameters are also removed from the cache key and the origin request, so
@@ -44,6 +49,7 @@
 mod b64;
 mod error;
 mod keys;
+mod memo;
 mod params;
 mod policy;
 mod signer;
@@ -83,6 +89,14 @@ pub const MAX_COOKIE_HEADER_LEN: usize = 16 * 1024;
 /// The shortest HMAC-SHA256 secret accepted, in bytes.
 pub const MIN_HMAC_SECRET_LEN: usize = 16;
 
+/// The bytes a [`KeyGroup`]'s memo of verified signatures holds by default
+/// ([`KeyGroup::signature_memo`]): a few thousand canned-policy URLs.
+pub const DEFAULT_SIGNATURE_MEMO_BYTES: usize = 1024 * 1024;
+
+/// The largest verification a [`KeyGroup`] remembers: key id, signed message and signature
+/// together, in bytes. Larger ones are verified on every request.
+pub const MAX_MEMO_ENTRY_BYTES: usize = 8 * 1024;
+
 /// A request whose signature was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Verified<'g> {
@@ -119,25 +133,29 @@ pub(crate) fn verify<'g>(
     skew_secs: u64,
 ) -> Result<Verified<'g>, Denied> {
     let credentials = params::extract(query, headers)?;
-    let (key_id, key) = group
+    let entry = group
         .entry(&credentials.key_id)
         .ok_or(Denied::UnknownKeyId)?;
     let signature = b64::decode(&credentials.signature).ok_or(Denied::Malformed)?;
     match credentials.form {
         Form::Canned { expires } => {
-            key.verify(policy::canned_policy(url, expires).as_bytes(), &signature)?;
+            group.verify(
+                entry,
+                policy::canned_policy(url, expires).as_bytes(),
+                &signature,
+            )?;
             policy::check_times(now_epoch_secs, skew_secs, expires, None)?;
         }
         Form::Custom { policy } => {
             let json = policy::decode_policy(&policy).ok_or(Denied::Malformed)?;
-            key.verify(&json, &signature)?;
+            group.verify(entry, &json, &signature)?;
             ReceivedPolicy::parse(&json)
                 .ok_or(Denied::Malformed)?
                 .check(url, client_ip, now_epoch_secs, skew_secs)?;
         }
     }
     Ok(Verified {
-        key_id,
+        key_id: entry.0,
         from_cookies: credentials.source == params::Source::Cookies,
     })
 }

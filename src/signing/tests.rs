@@ -723,6 +723,159 @@ fn hostile_inputs_never_panic() {
     }
 }
 
+/// The bytes a canned-policy `url` signed, and its decoded signature.
+fn canned_parts(url: &str) -> (String, Vec<u8>) {
+    let request = Request::new(url);
+    let expires = param(url, "Expires").parse().unwrap();
+    let message = policy::canned_policy(&request.resource_url(), expires);
+    (message, b64::decode(&param(url, "Signature")).unwrap())
+}
+
+#[test]
+fn memo_answers_a_repeated_verification() {
+    let (signers, group) = signers();
+    for signer in &signers {
+        let url = signer.sign_canned_url("https://d.example/memo", EXPIRES);
+        let (message, signature) = canned_parts(&url);
+        let id = signer.key_id();
+        assert!(!group.memo().contains(id, message.as_bytes(), &signature));
+        assert_eq!(Request::new(&url).verify(&group), Ok(()));
+        assert!(group.memo().contains(id, message.as_bytes(), &signature));
+        let held = group.memo().len();
+        assert_eq!(Request::new(&url).verify(&group), Ok(()));
+        assert_eq!(group.memo().len(), held, "a hit adds nothing");
+
+        // A remembered verification is answered without the key: plant one for a signature
+        // the key would refuse, and it is accepted.
+        let (message, _) = canned_parts(&signer.sign_canned_url("https://d.example/p", EXPIRES));
+        group.memo().insert(id, message.as_bytes(), &[9; 64]);
+        let planted = replace_param(
+            &signer.sign_canned_url("https://d.example/p", EXPIRES),
+            "Signature",
+            &b64::encode(&[9; 64]),
+        );
+        assert_eq!(Request::new(&planted).verify(&group), Ok(()));
+    }
+}
+
+#[test]
+fn conditions_are_checked_on_every_request_even_when_memoized() {
+    let (signers, group) = signers();
+    let wide = CustomPolicy::builder("https://d.example/a/*")
+        .expires(EXPIRES)
+        .not_before(NOW - 60)
+        .ip_range("192.0.2.0/24")
+        .build()
+        .unwrap();
+    for signer in &signers {
+        let canned = Request::new(&signer.sign_canned_url("https://d.example/x", EXPIRES));
+        assert_eq!(canned.verify(&group), Ok(()));
+        assert_eq!(canned.verify_at(&group, EXPIRES, 0), Err(Denied::Expired));
+        assert_eq!(canned.verify_at(&group, EXPIRES + 9, 10), Ok(()), "skew");
+        assert_eq!(
+            canned.verify_at(&group, EXPIRES + 10, 10),
+            Err(Denied::Expired)
+        );
+
+        let url = signer.sign_custom_url("https://d.example/a/x", &wide);
+        let custom = Request::new(&url).ip("192.0.2.9");
+        assert_eq!(custom.verify(&group), Ok(()));
+        assert_eq!(custom.verify_at(&group, EXPIRES, 0), Err(Denied::Expired));
+        assert_eq!(
+            custom.verify_at(&group, NOW - 60, 0),
+            Err(Denied::NotYetValid)
+        );
+        assert_eq!(custom.verify_at(&group, NOW - 60, 1), Ok(()), "skew");
+        assert_eq!(
+            Request::new(&url).ip("198.51.100.1").verify(&group),
+            Err(Denied::IpNotAllowed)
+        );
+        assert_eq!(
+            Request::new(&url).verify(&group),
+            Err(Denied::IpNotAllowed),
+            "unknown client"
+        );
+        let elsewhere = url.replace("/a/x", "/b/x");
+        assert_eq!(
+            Request::new(&elsewhere).ip("192.0.2.9").verify(&group),
+            Err(Denied::WrongResource)
+        );
+    }
+}
+
+#[test]
+fn another_signature_for_a_memoized_message_is_verified_for_real() {
+    let (signers, group) = signers();
+    for signer in &signers {
+        let url = signer.sign_canned_url("https://d.example/x", EXPIRES);
+        assert_eq!(Request::new(&url).verify(&group), Ok(()));
+        let held = group.memo().len();
+        let (message, mut signature) = canned_parts(&url);
+        for at in [0, signature.len() / 2, signature.len() - 1] {
+            signature[at] ^= 0x01;
+            let flipped = replace_param(&url, "Signature", &b64::encode(&signature));
+            assert_eq!(
+                Request::new(&flipped).verify(&group),
+                Err(Denied::BadSignature)
+            );
+            assert!(
+                !group
+                    .memo()
+                    .contains(signer.key_id(), message.as_bytes(), &signature),
+                "a failure is never remembered"
+            );
+            signature[at] ^= 0x01;
+        }
+        assert_eq!(group.memo().len(), held);
+        assert_eq!(Request::new(&url).verify(&group), Ok(()));
+    }
+}
+
+#[test]
+fn memo_stays_bounded_under_many_distinct_signed_urls() {
+    let signer = Signer::new("HM1", hmac_key()).unwrap();
+    let capacity = 32 * 1024;
+    let group = KeyGroup::new()
+        .with_key("HM1", hmac_key().verifying_key())
+        .unwrap()
+        .signature_memo(capacity);
+    for i in 0..5_000 {
+        let url = signer.sign_canned_url(&format!("https://d.example/flood/{i}"), EXPIRES);
+        assert_eq!(Request::new(&url).verify(&group), Ok(()));
+    }
+    let memo = group.memo();
+    assert!(memo.weight() <= capacity as u64, "{}", memo.weight());
+    assert!(memo.len() < 5_000 / 10, "{}", memo.len());
+    assert!(memo.len() > 0);
+
+    let off = KeyGroup::new()
+        .with_key("HM1", hmac_key().verifying_key())
+        .unwrap()
+        .signature_memo(0);
+    let url = signer.sign_canned_url("https://d.example/x", EXPIRES);
+    assert_eq!(Request::new(&url).verify(&off), Ok(()));
+    assert_eq!(off.memo().len(), 0);
+}
+
+#[test]
+fn a_replaced_key_does_not_inherit_what_the_old_one_verified() {
+    let old = Signer::new("K1", ed25519_key(1)).unwrap();
+    let mut group = KeyGroup::new()
+        .with_key("K1", ed25519_key(1).verifying_key())
+        .unwrap();
+    let url = old.sign_canned_url("https://d.example/x", EXPIRES);
+    assert_eq!(Request::new(&url).verify(&group), Ok(()));
+
+    // A clone shares the memo until either side changes its keys.
+    let before = group.clone();
+    assert!(std::ptr::eq(before.memo(), group.memo()));
+    group.remove("K1").unwrap();
+    group.insert("K1", ed25519_key(2).verifying_key()).unwrap();
+    assert!(!std::ptr::eq(before.memo(), group.memo()));
+    assert_eq!(Request::new(&url).verify(&group), Err(Denied::BadSignature));
+    assert_eq!(Request::new(&url).verify(&before), Ok(()));
+}
+
 /// Builds CloudFront's canned policy independently of the module, signs it with RSA-SHA1
 /// PKCS#1 v1.5 as CloudFront specifies, and verifies through the module.
 #[cfg(feature = "cloudfront-compat")]
