@@ -69,10 +69,10 @@ impl CdnLayer {
     /// for a soft purge, marked stale). A fill under way when the purge is applied is not
     /// stored, and requests arriving after it returns never receive the old object.
     ///
-    /// With a [shared tier](CdnLayerBuilder::shared_tier), the purge is also applied to Redis
-    /// and published to every node sharing it, in the background (see
-    /// [`RedisTier`](crate::RedisTier#purges)); the count is this node's memory only, and a
-    /// Redis that is down fails nothing here.
+    /// With a shared tier (feature `redis`, `CdnLayerBuilder::shared_tier`), the purge is also
+    /// applied to Redis and published to every node sharing it, in the background (see
+    /// `RedisTier`'s section on purges); the count is this node's memory only, and a Redis
+    /// that is down fails nothing here.
     ///
     /// ```
     /// use tower_cdn::{CdnLayer, Purge};
