@@ -651,18 +651,31 @@ async fn access_controls_come_from_the_file() {
         let seed = [7u8; 32];
         let seed_file = dir.dir.join("k1.seed");
         std::fs::write(&seed_file, seed).unwrap();
-        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
-            .verifying_key()
-            .to_bytes();
-        let public_file = dir.dir.join("k1.pub");
-        std::fs::write(&public_file, public).unwrap();
+        // The key group entry as `tower-cdn public-key` prints it.
+        let cli = Cli::try_parse_from([
+            "tower-cdn",
+            "public-key",
+            "--key-file",
+            seed_file.to_str().unwrap(),
+            "--key-id",
+            "K1",
+        ])
+        .unwrap();
+        let Some(tower_cdn::server::Command::PublicKey(args)) = cli.command else {
+            panic!("not the public-key command");
+        };
+        let entry = args.entry().unwrap();
+        assert!(
+            entry.starts_with("{ id = \"K1\", ed25519_public_key = \""),
+            "{entry}"
+        );
         let text = format!(
             r#"
 [origins.site]
 url = "{site_url}"
 
 [key_groups.members]
-keys = [{{ id = "K1", ed25519_public_key_file = {public_file:?} }}]
+keys = [{entry}]
 
 [geo_restriction]
 block = ["FR"]

@@ -122,6 +122,43 @@ pub struct Cli {
 pub enum Command {
     /// Prints a signed URL that a behavior trusting the key's group accepts.
     Sign(SignArgs),
+    /// Prints the public key of an Ed25519 seed file, as a key group entry for the edges'
+    /// config file (the seed stays with whoever signs).
+    PublicKey(PublicKeyArgs),
+}
+
+/// `tower-cdn public-key`: the edge's half of an Ed25519 signing key.
+#[derive(Debug, clap::Args)]
+pub struct PublicKeyArgs {
+    /// File holding the 32-byte Ed25519 seed that `tower-cdn sign` signs with.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// The key id to print the entry with.
+    #[arg(long, value_name = "ID", default_value = "KEY-ID")]
+    pub key_id: String,
+}
+
+impl PublicKeyArgs {
+    /// A `[key_groups.NAME]` entry such as
+    /// `{ id = "K2024", ed25519_public_key = "BASE64" }`.
+    pub fn entry(&self) -> Result<String, ServerError> {
+        use base64::Engine as _;
+        let bad = |e: &dyn std::fmt::Display| {
+            ServerError::InvalidConfig(format!("public-key: {}: {e}", self.key_file.display()))
+        };
+        let seed = std::fs::read(&self.key_file).map_err(|e| bad(&e))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|seed: Vec<u8>| bad(&format!("{} bytes, not a 32-byte seed", seed.len())))?;
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let public = base64::engine::general_purpose::STANDARD.encode(public);
+        Ok(format!(
+            "{{ id = {:?}, ed25519_public_key = \"{public}\" }}",
+            self.key_id
+        ))
+    }
 }
 
 /// `tower-cdn sign`: a canned-policy signed URL (or a custom policy with `--resource`).

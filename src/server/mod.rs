@@ -54,7 +54,7 @@ use tracing::Level;
 
 use crate::{Behavior, CdnLayer, PathPattern};
 
-pub use cli::{Cli, Command, SignArgs};
+pub use cli::{Cli, Command, PublicKeyArgs, SignArgs};
 pub use config::{
     ConfigureLayer, DistributionConfig, HostHeader, OriginConfig, OriginGroupConfig,
     OriginProtocol, ServerConfig, ViewerProtocol,

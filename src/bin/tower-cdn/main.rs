@@ -10,13 +10,20 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::Sign(args)) = cli.command.take() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        return match args.sign(now) {
-            Ok(url) => {
-                println!("{url}");
+    let printed = match cli.command.take() {
+        Some(Command::Sign(args)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            Some(args.sign(now))
+        }
+        Some(Command::PublicKey(args)) => Some(args.entry()),
+        None => None,
+    };
+    if let Some(printed) = printed {
+        return match printed {
+            Ok(line) => {
+                println!("{line}");
                 ExitCode::SUCCESS
             }
             Err(err) => {
