@@ -269,11 +269,15 @@ async fn under_the_cache_the_secondary_answer_is_stored() {
     let first = edge.clone().oneshot(get("/obj")).await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()["x-cache"], "Miss from tower-cdn");
+    // The miss still says which origin answered; the hit below was no origin's.
+    let origin = first.extensions().get::<OriginUsed>().expect("OriginUsed");
+    assert_eq!((origin.name(), origin.is_secondary()), ("secondary", true));
     let body = first.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "secondary GET /obj");
 
     let second = edge.oneshot(get("/obj")).await.unwrap();
     assert_eq!(second.headers()["x-cache"], "Hit from tower-cdn");
+    assert!(second.extensions().get::<OriginUsed>().is_none());
     let body = second.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "secondary GET /obj");
     // The hit reached neither origin.

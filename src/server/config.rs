@@ -56,7 +56,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
-    /// The memory store's size in bytes (default 256 MiB).
+    /// The memory store's size in bytes (default 256 MiB). With several distributions, one
+    /// that sets no size of its own gets this divided by their number.
     pub max_bytes: Option<u64>,
     /// Where the admin router (purge, stats, metrics) listens, if anywhere.
     pub admin_listen: Option<SocketAddr>,
@@ -287,7 +288,7 @@ pub struct DistributionConfig {
     /// The object served for `/` (e.g. `index.html`).
     pub default_root_object: Option<String>,
     /// This distribution's memory store in bytes (default: the server's
-    /// [`max_bytes`](ServerConfig::max_bytes) shared evenly among distributions).
+    /// [`max_bytes`](ServerConfig::max_bytes) divided by the number of distributions).
     pub max_bytes: Option<u64>,
     /// Further settings applied to the distribution's layer builder, in order.
     pub configure: Vec<ConfigureLayer>,

@@ -188,10 +188,10 @@ where
             .get(header::HOST)
             .and_then(|value| value.to_str().ok())
             .or_else(|| request.uri().host());
-        let index = if self.table.is_single_catch_all() {
-            self.table.any
-        } else {
-            host.and_then(|host| self.table.find(host))
+        let index = match host {
+            Some(host) if !self.table.is_single_catch_all() => self.table.find(host),
+            // No name (HTTP/1.0): only a catch-all distribution can take it.
+            _ => self.table.any,
         };
         let Some(mut service) = index.and_then(|i| self.distributions.get(i)).cloned() else {
             let response = misdirected(host);

@@ -438,6 +438,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// The memory store's size without `max_bytes` (the layer's default).
+const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The name of the origin given as a URL (`--origin`) or of the demo site.
 const DEFAULT_ORIGIN: &str = "default";
 
@@ -503,10 +506,12 @@ impl Distribution {
         if let Some(object) = &distribution.default_root_object {
             builder = builder.default_root_object(object.clone());
         }
+        // The server's memory budget is shared evenly by distributions that set none.
         let shared = config.distributions.len().max(1) as u64;
+        let budget = config.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
         if let Some(bytes) = distribution
             .max_bytes
-            .or(config.max_bytes.map(|bytes| bytes / shared))
+            .or((config.max_bytes.is_some() || shared > 1).then_some(budget / shared))
         {
             builder = builder
                 .capacity(bytes)
