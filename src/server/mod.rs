@@ -83,6 +83,8 @@ pub struct Server {
     distributions: Vec<Distribution>,
     hosts: HostTable,
     targets: Arc<Targets>,
+    /// The named origins and their URLs, for the startup line.
+    origins: Vec<(String, Uri)>,
     admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
@@ -238,6 +240,11 @@ impl Server {
             distributions: built,
             hosts,
             targets,
+            origins: config
+                .origins
+                .iter()
+                .map(|origin| (origin.name.clone(), origin.url.clone()))
+                .collect(),
             origin,
             demo,
             drain_timeout: config.drain_timeout,
@@ -549,15 +556,33 @@ impl Distribution {
 /// For example `tower-cdn listening on http://127.0.0.1:8080 and https://127.0.0.1:8443
 /// (self-signed certificate), origin http://127.0.0.1:40123 (built-in demo)`.
 fn startup_line(server: &Server) -> String {
-    let origin = server.origin();
-    let scheme = origin.scheme_str().unwrap_or("http");
-    let authority = origin
-        .authority()
-        .map_or("", |authority| authority.as_str());
-    let demo = if server.is_demo_origin() {
-        " (built-in demo)"
+    let origins = if server.origins.is_empty() {
+        let origin = server.origin();
+        let scheme = origin.scheme_str().unwrap_or("http");
+        let authority = origin
+            .authority()
+            .map_or("", |authority| authority.as_str());
+        let demo = if server.is_demo_origin() {
+            " (built-in demo)"
+        } else {
+            ""
+        };
+        format!("origin {scheme}://{authority}{demo}")
     } else {
-        ""
+        let named: Vec<String> = server
+            .origins
+            .iter()
+            .map(|(name, url)| {
+                let scheme = url.scheme_str().unwrap_or("http");
+                let authority = url.authority().map_or("", |a| a.as_str());
+                format!("{name} {scheme}://{authority}")
+            })
+            .collect();
+        format!("origins {}", named.join(", "))
+    };
+    let sites = match server.distributions.len() {
+        1 => String::new(),
+        n => format!(", {n} distributions"),
     };
     let https = match (server.https_addr(), server.self_signed_certificate()) {
         (Some(addr), Some(_)) => format!(" and https://{addr} (self-signed certificate)"),
@@ -565,7 +590,7 @@ fn startup_line(server: &Server) -> String {
         (None, _) => String::new(),
     };
     format!(
-        "tower-cdn listening on http://{}{https}, origin {scheme}://{authority}{demo}",
+        "tower-cdn listening on http://{}{https}, {origins}{sites}",
         server.local_addr()
     )
 }

@@ -302,8 +302,9 @@ where
                 Ok(answer) => answer.map_err(ProxyError::from_client),
                 Err(_) => Err(ProxyError::Timeout(timeout)),
             };
-            let mut response = answer.inspect_err(|_| {
+            let mut response = answer.inspect_err(|err| {
                 origin.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(origin = %origin.name, "origin request failed: {err}");
             })?;
             let upgraded = match viewer_upgrade {
                 Some(viewer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -503,9 +504,10 @@ impl ProxyError {
             status: self.status(),
             message: self.viewer_message(),
         };
-        tracing::warn!(
+        // The proxy logged the failure with the origin's name; this is the viewer's answer.
+        tracing::debug!(
             status = failure.status.as_u16(),
-            "origin request failed: {self}"
+            "answering for a failed origin request: {self}"
         );
         failure
     }
