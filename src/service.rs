@@ -1,5 +1,6 @@
 //! [`CdnService`]: the request phases in order — method, key, lookup, reuse or fetch.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -378,12 +379,15 @@ fn check_signature<B>(
     req: &mut Request<B>,
 ) -> Result<(), signing::Denied> {
     let uri = req.uri();
-    let authority = String::from_utf8_lossy(host_of(uri, req.headers())).into_owned();
+    let authority = String::from_utf8_lossy(host_of(uri, req.headers()));
+    // The query without the signing parameters: what the policy covers, and what the cache
+    // key and the origin see once the signature is accepted.
+    let stripped = uri.query().map(signing::strip_signing_params);
     let url = signing::resource_url(
         if https { "https" } else { "http" },
         &authority,
         uri.path(),
-        uri.query(),
+        stripped.as_deref(),
     );
     let now = shared
         .clock
@@ -406,7 +410,15 @@ fn check_signature<B>(
                 cookies = verified.from_cookies,
                 "signature accepted"
             );
-            strip_signing(req);
+            let path_and_query = match stripped {
+                Some(Cow::Owned(query)) if query.is_empty() => Some(uri.path().to_owned()),
+                Some(Cow::Owned(query)) => Some(format!("{}?{query}", uri.path())),
+                _ => None,
+            };
+            if let Some(path_and_query) = path_and_query {
+                set_path_and_query(req, &path_and_query);
+            }
+            strip_signing_cookies(req);
             Ok(())
         }
         Err(denied) => {
@@ -429,19 +441,10 @@ fn denied_response<B>(shared: &Shared, denied: signing::Denied) -> Response<CdnB
     res
 }
 
-/// Removes the signing query parameters and CloudFront signing cookies from a request.
-fn strip_signing<B>(req: &mut Request<B>) {
-    if let Some(query) = req.uri().query() {
-        let stripped = signing::strip_signing_params(query);
-        if stripped.len() != query.len() {
-            let path = req.uri().path();
-            let pq = if stripped.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{stripped}")
-            };
-            set_path_and_query(req, &pq);
-        }
+/// Removes the CloudFront signing cookies from a request.
+fn strip_signing_cookies<B>(req: &mut Request<B>) {
+    if !req.headers().contains_key(http::header::COOKIE) {
+        return;
     }
     let cookies: Vec<String> = req
         .headers()
@@ -453,12 +456,10 @@ fn strip_signing<B>(req: &mut Request<B>) {
         .filter(|c| !c.is_empty() && !c.starts_with("CloudFront-"))
         .map(str::to_owned)
         .collect();
-    if req.headers().contains_key(http::header::COOKIE) {
-        req.headers_mut().remove(http::header::COOKIE);
-        if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
-            if !cookies.is_empty() {
-                req.headers_mut().insert(http::header::COOKIE, v);
-            }
+    req.headers_mut().remove(http::header::COOKIE);
+    if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
+        if !cookies.is_empty() {
+            req.headers_mut().insert(http::header::COOKIE, v);
         }
     }
 }

@@ -170,33 +170,33 @@ pub(crate) fn resource_url(
     path: &str,
     query: Option<&str>,
 ) -> String {
-    let mut url = normalize_origin(scheme, authority);
-    url.push_str(if path.is_empty() { "/" } else { path });
-    if let Some(query) = query {
-        let query = strip_signing_params(query);
-        if !query.is_empty() {
-            url.push('?');
-            url.push_str(&query);
-        }
-    }
-    url
-}
-
-/// `scheme://host[:port]` in lower case, without user info or a default port.
-fn normalize_origin(scheme: &str, authority: &str) -> String {
-    let scheme = scheme.to_ascii_lowercase();
     let host = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
-    let host = host.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => Some(":443"),
-        "http" => Some(":80"),
-        _ => None,
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        Some(":443")
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(":80")
+    } else {
+        None
     };
-    let host = match default_port {
-        Some(port) => host.strip_suffix(port).unwrap_or(&host),
-        None => &host,
-    };
-    format!("{scheme}://{host}")
+    let host = default_port.map_or(host, |port| host.strip_suffix(port).unwrap_or(host));
+    let path = if path.is_empty() { "/" } else { path };
+    let query = query
+        .map(strip_signing_params)
+        .filter(|query| !query.is_empty());
+    // One allocation: `scheme://host` lower-cased in place, then path and query as they are.
+    let mut url = String::with_capacity(
+        scheme.len() + 3 + host.len() + path.len() + query.as_ref().map_or(0, |q| q.len() + 1),
+    );
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(host);
+    url.make_ascii_lowercase();
+    url.push_str(path);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(&query);
+    }
+    url
 }

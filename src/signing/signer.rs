@@ -3,7 +3,7 @@
 use super::keys::{valid_key_id, SigningKey};
 use super::params::strip_signing_params;
 use super::policy::{canned_policy, CustomPolicy};
-use super::{b64, normalize_origin};
+use super::{b64, resource_url};
 
 /// Makes CloudFront-style signed URLs and signed cookies with one key.
 ///
@@ -121,22 +121,21 @@ fn signable_url(url: &str) -> (String, &str) {
         Some((before, query)) => (before, Some(query)),
         None => (url, None),
     };
-    let mut out = match before_query.split_once("://") {
+    let out = match before_query.split_once("://") {
         Some((scheme, rest)) => {
             let host_end = rest.find('/').unwrap_or(rest.len());
-            let mut out = normalize_origin(scheme, &rest[..host_end]);
-            out.push_str(&rest[host_end..]);
+            let (host, path) = rest.split_at(host_end);
+            resource_url(scheme, host, path, query)
+        }
+        None => {
+            let mut out = before_query.to_owned();
+            if let Some(query) = query.map(strip_signing_params).filter(|q| !q.is_empty()) {
+                out.push('?');
+                out.push_str(&query);
+            }
             out
         }
-        None => before_query.to_owned(),
     };
-    if let Some(query) = query {
-        let query = strip_signing_params(query);
-        if !query.is_empty() {
-            out.push('?');
-            out.push_str(&query);
-        }
-    }
     (out, fragment)
 }
 
