@@ -27,6 +27,7 @@ use crate::respond::{
     serve_object, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
+use crate::rfc::headers::upgrade_protocol;
 use crate::signing::{self, KeyGroup};
 use crate::status::CacheStatus;
 use crate::BoxError;
@@ -193,6 +194,12 @@ where
                 let exchange = Exchange::of(&req, started);
                 return ResponseFuture::ready(finish(&self.shared, route, &exchange, res));
             }
+        }
+        if upgrade_protocol(req.headers(), req.version()).is_some() {
+            // A connection upgrade (WebSocket) opens a tunnel, not a representation: after the
+            // viewer rules above it goes to the origin as it is, never looked up, collapsed or
+            // stored.
+            return self.pass(req, route_index, https, Fwd::Bypass, started);
         }
         let behavior = &route.behavior;
         let method = req.method();

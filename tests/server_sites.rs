@@ -258,6 +258,39 @@ async fn send(
     collect(client.request(request).await.unwrap()).await
 }
 
+/// Sends `request` as written on a new connection and reads one answer (its head and a
+/// `Content-Length` body).
+async fn raw(edge: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    loop {
+        let mut chunk = [0; 4096];
+        let read = stream.read(&mut chunk).await.unwrap();
+        answer.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            assert!(
+                read > 0,
+                "connection closed before the answer's head: {text}"
+            );
+            continue;
+        };
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if read == 0 || body.len() >= length {
+            return text;
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_example_config_fronts_a_static_site_and_an_api() {
     within(async {
@@ -291,6 +324,13 @@ async fn the_example_config_fronts_a_static_site_and_an_api() {
         assert_eq!(seen.path, "/public/index.html");
         assert_eq!(seen.headers["x-origin-verify"], "change-me");
         assert_eq!(seen.headers["host"], "www.example.test");
+        // What the viewer claims in X-Forwarded-Host never reaches the origin.
+        let forged = [
+            ("host", "www.example.test"),
+            ("x-forwarded-host", "evil.test"),
+        ];
+        send(&client, edge.addr, "GET", "/forged.html", &forged, "").await;
+        assert!(site.last().headers.get("x-forwarded-host").is_none());
 
         // Next time it is a hit, compressed for a viewer that accepts it.
         let again = send(
@@ -305,7 +345,7 @@ async fn the_example_config_fronts_a_static_site_and_an_api() {
         assert!(again.x_cache().starts_with("Hit"), "{}", again.x_cache());
         assert_eq!(again.headers["content-encoding"], "gzip");
         assert!(again.body.len() < home.body.len());
-        assert_eq!(site.hits(), 1);
+        assert_eq!(site.hits(), 2);
 
         // The API is never cached, answers to its own name and takes every method.
         for _ in 0..2 {
@@ -339,7 +379,12 @@ async fn the_example_config_fronts_a_static_site_and_an_api() {
         // The static behavior takes GET and HEAD only.
         let refused = send(&client, edge.addr, "POST", "/index.html", &host, "x").await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
-        assert_eq!(site.hits(), 1);
+        assert_eq!(site.hits(), 2);
+
+        // TRACE would echo the origin secret back: the edge does not serve it.
+        let trace = send(&client, edge.addr, "TRACE", "/", &host, "").await;
+        assert_eq!(trace.status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(site.hits(), 2);
         edge.stop().await;
     })
     .await;
@@ -410,6 +455,20 @@ async fn distributions_are_chosen_by_host_and_keep_their_caches_apart() {
             );
         }
         // One origin request each: the same path is two objects, one per distribution.
+        assert_eq!((a.hits(), b.hits()), (1, 1));
+
+        // A request in absolute form is for the target's host, whatever `Host` says: it can
+        // neither fetch b.test's page nor store anything under a.test's name.
+        let answer = raw(
+            edge.addr,
+            "GET http://a.test/page HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("A /page") && !answer.contains("B /page"),
+            "{answer}"
+        );
         assert_eq!((a.hits(), b.hits()), (1, 1));
 
         // A wildcard name, any case and with a port, belongs to its distribution.
@@ -706,6 +765,22 @@ trusted_key_group = "members"
         // Signed URLs, as `tower-cdn sign` prints them, for the key the file trusts.
         let unsigned = get("/members/a", "1", "DE").await;
         assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
+        // Asking for a connection upgrade does not get around the viewer rules.
+        let upgrade = raw(
+            edge.addr,
+            "GET /members/a HTTP/1.1\r\nHost: edge.test\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nx-client: 1u\r\nx-viewer-country: DE\r\n\r\n",
+        )
+        .await;
+        assert!(upgrade.starts_with("HTTP/1.1 403"), "{upgrade}");
+        let blocked = raw(
+            edge.addr,
+            "GET /page HTTP/1.1\r\nHost: edge.test\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nx-client: 1v\r\nx-viewer-country: FR\r\n\r\n",
+        )
+        .await;
+        assert!(blocked.starts_with("HTTP/1.1 403"), "{blocked}");
+        assert_eq!(site.hits(), 0);
         let url = format!("http://{}/members/a", edge.addr);
         let sign = Cli::try_parse_from([
             "tower-cdn",

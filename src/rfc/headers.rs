@@ -25,6 +25,23 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to: an `Upgrade` field that `Connection`
+/// names (RFC 9110 §7.8). HTTP/2 has no such mechanism.
+pub(crate) fn upgrade_protocol(headers: &HeaderMap, version: http::Version) -> Option<HeaderValue> {
+    if version != http::Version::HTTP_11 {
+        return None;
+    }
+    let named = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    named
+        .then(|| headers.get(http::header::UPGRADE).cloned())
+        .flatten()
+}
+
 /// Members of a comma-separated list (RFC 9110 §5.6.1), trimmed, empty ones skipped.
 pub(crate) fn comma_list(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
     value

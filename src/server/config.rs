@@ -430,6 +430,13 @@ pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{uri}` has no host"));
     }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if authority.contains('@') {
+        return Err(format!(
+            "`{uri}`: user info is not sent to origins; use the origin's custom headers"
+        ));
+    }
+    check_port(authority).map_err(|err| format!("`{uri}`: {err}"))?;
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!(
             "`{uri}`: an origin is scheme://host:port only, without path or query"
@@ -437,6 +444,23 @@ pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Refuses a `host:port` whose port is not 1-65535: `http` keeps a port it cannot read as
+/// none, which would quietly mean the default port.
+pub(crate) fn check_port(authority: &str) -> Result<(), String> {
+    if let Some((_, port)) = authority
+        .rsplit_once(':')
+        .filter(|_| !authority.ends_with(']'))
+    {
+        if port.parse::<u16>().map_or(true, |port| port == 0) {
+            return Err(format!("`{port}` is not a port"));
+        }
+    }
+    Ok(())
+}
+
+/// The longest duration a setting takes: longer ones would overflow when added to a clock.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Parses durations written like `200ms`, `30s`, `1.5s`, `2m`, `12h` or `365d`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -456,6 +480,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration > MAX_DURATION => Err(format!(
+            "`{text}` is longer than the 10 years a setting may be"
+        )),
         Ok(duration) if !duration.is_zero() => Ok(duration),
         _ => Err(format!("`{text}` must be a positive duration")),
     }
@@ -662,6 +689,11 @@ mod tests {
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        assert!(parse_duration("200000000000000d").is_err());
     }
 
     #[test]
@@ -672,6 +704,12 @@ mod tests {
         assert!(parse_origin("ftp://origin.example").is_err());
         assert!(parse_origin("origin.example:80").is_err());
         assert!(parse_origin("http://origin.example/app").is_err());
+        assert!(parse_origin("http://user:pw@origin.example").is_err());
+        assert!(parse_origin("http://origin.example:808O").is_err());
+        assert!(parse_origin("http://origin.example:99999").is_err());
+        assert!(parse_origin("http://origin.example:0").is_err());
+        assert!(parse_origin("http://[::1]:8080").is_ok());
+        assert!(parse_origin("http://[::1]").is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{
     header,
     uri::{Authority, PathAndQuery, Scheme},
-    HeaderMap, Method, Request, Response, Uri,
+    HeaderMap, HeaderValue, Method, Request, Response, Uri,
 };
 use hyper::body::Incoming;
 use hyper_util::{
@@ -262,6 +262,7 @@ where
         if let Some(uri) = with_scheme(&request, scheme) {
             *request.uri_mut() = uri;
         }
+        host_from_target(&mut request);
         self.inner.call(request)
     }
 }
@@ -292,6 +293,32 @@ fn with_scheme<B>(request: &Request<B>, scheme: Scheme) -> Option<Uri> {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     Uri::from_parts(parts).ok()
+}
+
+/// Makes `Host` agree with the target's authority when the target has one (absolute form,
+/// HTTP/2 `:authority`, or an HTTPS request given its host above), so the site chosen, the
+/// cache key and the origin's `Host` all name one host. RFC 9112 §3.2.2: a request in
+/// absolute form is for the target's host, whatever `Host` says; RFC 9113 §8.3.1: `host`
+/// must not name another entity than `:authority`. Without this, `GET http://a.test/` with
+/// `Host: b.test` would fetch b.test's page and store it as a.test's.
+fn host_from_target<B>(request: &mut Request<B>) {
+    let Some(authority) = request.uri().authority() else {
+        return;
+    };
+    // Without user info, which `Host` never carries (RFC 9110 §7.2).
+    let target = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host)| host);
+    let agrees = request
+        .headers()
+        .get(header::HOST)
+        .is_some_and(|host| host.as_bytes() == target.as_bytes());
+    if !agrees {
+        if let Ok(host) = HeaderValue::from_str(target) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
 }
 
 fn host_authority(headers: &HeaderMap) -> Option<Authority> {

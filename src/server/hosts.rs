@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use rustls::{
     server::{ClientHello, ResolvesServerCert},
@@ -183,6 +183,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
+            // TRACE would echo back what the edge adds for the origin (such as a secret
+            // origin header); CONNECT asks for a tunnel the edge does not offer.
+            let message = format!("501 Not Implemented: {} is not served\n", request.method());
+            let response = text(StatusCode::NOT_IMPLEMENTED, message);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         let host = request
             .headers()
             .get(header::HOST)
@@ -212,8 +219,13 @@ fn misdirected<B>(host: Option<&str>) -> Response<Either<B, Full<Bytes>>> {
         ),
         None => "421 Misdirected Request: the request names no host\n".to_owned(),
     };
+    text(StatusCode::MISDIRECTED_REQUEST, message)
+}
+
+/// An answer of the edge's own, in plain text.
+fn text<B>(status: StatusCode, message: String) -> Response<Either<B, Full<Bytes>>> {
     let mut response = Response::new(Either::Right(Full::from(message)));
-    *response.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

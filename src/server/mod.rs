@@ -4,8 +4,9 @@
 //!
 //! Requests over the HTTPS listener carry the [`ViewerTls`](crate::ViewerTls) extension and
 //! an `https://` URI (so HTTPS objects are cached apart from HTTP ones, and the origin sees
-//! `X-Forwarded-Proto: https`). Connection upgrades such as WebSocket are tunnelled to the
-//! origin around the cache; other responses, including server-sent event streams, are
+//! `X-Forwarded-Proto: https`). Connection upgrades such as WebSocket pass the layer's viewer
+//! rules (rate limit, geo, protocol, methods, signed URLs) and are then tunnelled to the
+//! origin, never cached; other responses, including server-sent event streams, are
 //! forwarded as they arrive; request bodies stream to the origin, bounded by
 //! [`ServerConfig::max_request_body`].
 //!
@@ -37,7 +38,6 @@ mod error;
 mod hosts;
 mod origins;
 mod proxy;
-mod route;
 mod site;
 mod tls;
 
@@ -52,7 +52,7 @@ use tower_http::{
 use tower_layer::Layer;
 use tracing::Level;
 
-use crate::{Behavior, CdnLayer, PathPattern};
+use crate::{Behavior, CdnLayer};
 
 pub use cli::{Cli, Command, PublicKeyArgs, SignArgs};
 pub use config::{
@@ -67,7 +67,6 @@ use demo::DemoSite;
 use hosts::{DistributionRouter, HostTable};
 use origins::{OriginRouter, Targets};
 use proxy::GatewayErrors;
-use route::UpgradeBypass;
 
 /// An edge server whose sockets are bound, ready to [`serve`](Server::serve).
 ///
@@ -217,7 +216,20 @@ impl Server {
             config.distributions.clone()
         };
         let mut hosts = HostTable::default();
+        let mut names = std::collections::BTreeSet::new();
         for (index, distribution) in distributions.iter().enumerate() {
+            let name = &distribution.name;
+            // Names make Redis key prefixes and metric labels: keep them plain and distinct.
+            let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+            if name.is_empty() || !name.bytes().all(plain) {
+                return Err(invalid(
+                    name,
+                    "a distribution name is letters, digits, '.', '_' and '-'",
+                ));
+            }
+            if !names.insert(name) {
+                return Err(invalid(name, "two distributions have this name"));
+            }
             hosts
                 .add(index, &distribution.hosts)
                 .map_err(|err| invalid(&distribution.name, err))?;
@@ -301,9 +313,11 @@ impl Server {
             .into_iter()
             .map(|distribution| {
                 // GatewayErrors turns origin failures into 502/504 responses below the
-                // cache, so stale-if-error can stand in for them.
-                let origin = GatewayErrors::new(distribution.origins);
-                UpgradeBypass::new(distribution.cdn.layer(origin.clone()), origin)
+                // cache, so stale-if-error can stand in for them. Connection upgrades go
+                // through the layer too: its viewer rules apply, then it passes them on.
+                distribution
+                    .cdn
+                    .layer(GatewayErrors::new(distribution.origins))
             })
             .collect();
         let routes = DistributionRouter::new(self.hosts, sites);
@@ -499,27 +513,34 @@ impl Distribution {
                     .clone()
                     .target_origin(default_target.clone()),
             );
-        let mut paths = Vec::with_capacity(distribution.behaviors.len());
         for (pattern, behavior) in &distribution.behaviors {
             let what = format!("the behavior for `{pattern}`");
             let target = match behavior.target_origin_name() {
                 Some(_) => target_of(behavior, &what)?,
                 None => default_target.clone(),
             };
-            let path = PathPattern::new(pattern).map_err(|err| invalid(name, err))?;
-            paths.push((path, target.clone()));
             builder = builder.behavior(pattern.clone(), behavior.clone().target_origin(target));
         }
         if let Some(object) = &distribution.default_root_object {
             builder = builder.default_root_object(object.clone());
         }
-        // The server's memory budget is shared evenly by distributions that set none.
-        let shared = config.distributions.len().max(1) as u64;
+        // What distributions with a size of their own leave of the budget is shared evenly
+        // by the others.
+        let unsized_count = config
+            .distributions
+            .iter()
+            .filter(|d| d.max_bytes.is_none())
+            .count()
+            .max(1) as u64;
+        let sized: u64 = config
+            .distributions
+            .iter()
+            .filter_map(|d| d.max_bytes)
+            .sum();
         let budget = config.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
-        if let Some(bytes) = distribution
-            .max_bytes
-            .or((config.max_bytes.is_some() || shared > 1).then_some(budget / shared))
-        {
+        let share = budget.saturating_sub(sized) / unsized_count;
+        let split = config.max_bytes.is_some() || config.distributions.len() > 1;
+        if let Some(bytes) = distribution.max_bytes.or(split.then_some(share)) {
             builder = builder
                 .capacity(bytes)
                 .max_object_size((bytes / 4).min(16 * 1024 * 1024));
@@ -528,8 +549,9 @@ impl Distribution {
             let mut tier = crate::RedisTier::builder(url.clone())
                 .timeout(config.redis_timeout)
                 .shield(config.origin_shield);
-            if !config.distributions.is_empty() {
-                // Each distribution's objects and purges apart from the others'.
+            if config.distributions.len() > 1 {
+                // Each distribution's objects and purges apart from the others'. One
+                // distribution keeps the plain prefix, shared with edges run from flags.
                 tier = tier.key_prefix(format!("tower-cdn:{name}:"));
             }
             let tier = tier
@@ -548,7 +570,7 @@ impl Distribution {
         Ok(Self {
             name: name.clone(),
             cdn,
-            origins: OriginRouter::new(targets.clone(), paths, default_target),
+            origins: OriginRouter::new(targets.clone(), default_target),
         })
     }
 }

@@ -22,7 +22,7 @@ use super::{
     proxy::{OriginBody, ProxyError, ProxyService},
     OriginGroupConfig, ServerConfig, ServerError,
 };
-use crate::{BoxError, OriginGroup, PathPattern, TargetOrigin};
+use crate::{BoxError, OriginGroup, TargetOrigin};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -141,7 +141,10 @@ impl Targets {
         let mut failures = String::new();
         let mut failovers = String::new();
         for name in names {
-            let label = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let label = name
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             match &self.by_name[name] {
                 Target::Origin(proxy) => {
                     let (sent, failed) = proxy.counts();
@@ -215,13 +218,10 @@ impl Targets {
 }
 
 /// Sends a distribution's origin requests to the target their behavior names (the
-/// [`TargetOrigin`] extension the layer sets). Requests that did not pass through the layer
-/// (connection upgrades) are matched against the behaviors' path patterns here.
+/// [`TargetOrigin`] extension the layer sets), or to the distribution's default.
 #[derive(Clone)]
 pub(crate) struct OriginRouter {
     targets: Arc<Targets>,
-    /// Path patterns and their target, in behavior order.
-    paths: Arc<[(PathPattern, Arc<str>)]>,
     default: Arc<str>,
 }
 
@@ -229,33 +229,20 @@ impl fmt::Debug for OriginRouter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginRouter")
             .field("default", &self.default)
-            .field("paths", &self.paths.len())
             .finish_non_exhaustive()
     }
 }
 
 impl OriginRouter {
-    pub(crate) fn new(
-        targets: Arc<Targets>,
-        paths: Vec<(PathPattern, Arc<str>)>,
-        default: Arc<str>,
-    ) -> Self {
-        Self {
-            targets,
-            paths: paths.into(),
-            default,
-        }
+    pub(crate) fn new(targets: Arc<Targets>, default: Arc<str>) -> Self {
+        Self { targets, default }
     }
 
     fn target_for<B>(&self, request: &Request<B>) -> Option<&Target> {
-        let name = match request.extensions().get::<TargetOrigin>() {
-            Some(target) => target.name(),
-            None => self
-                .paths
-                .iter()
-                .find(|(pattern, _)| pattern.matches(request.uri().path()))
-                .map_or(&*self.default, |(_, name)| name),
-        };
+        let name = request
+            .extensions()
+            .get::<TargetOrigin>()
+            .map_or(&*self.default, TargetOrigin::name);
         self.targets.by_name.get(name)
     }
 }

@@ -37,7 +37,7 @@ use super::{
     site::check_path_prefix, HostHeader, OriginConfig, OriginProtocol, PeerAddr, ServerConfig,
     ServerError,
 };
-use crate::{BoxError, OriginUsed, ViewerTls};
+use crate::{rfc::headers::upgrade_protocol, BoxError, OriginUsed, ViewerTls};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -73,11 +73,23 @@ struct Origin {
     https: Authority,
     path_prefix: Option<Box<str>>,
     /// The `Host` sent instead of the viewer's, if any.
-    host: Option<HeaderValue>,
+    host: OriginHost,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Requests sent, and those that got no response.
     requests: AtomicU64,
     failures: AtomicU64,
+}
+
+/// The `Host` an origin receives.
+#[derive(Debug)]
+enum OriginHost {
+    /// The viewer's.
+    Viewer,
+    /// A configured name.
+    Fixed(HeaderValue),
+    /// The origin's own `host[:port]`, as the request is sent (scheme and port by the
+    /// protocol policy).
+    Origin,
 }
 
 /// The request body sent to the origin: the viewer's, streamed, whatever its type.
@@ -136,14 +148,11 @@ impl ProxyService {
             Authority::try_from(text).map_err(|_| invalid("the URL's host is not valid"))
         };
         let fixed_host = match (&origin.host, defaults.host_header) {
-            (Some(host), _) => Some(
+            (Some(host), _) => OriginHost::Fixed(
                 HeaderValue::from_str(host).map_err(|_| invalid("`host` is not a valid host"))?,
             ),
-            (None, HostHeader::Origin) => {
-                let authority = url.authority().map_or(host, |a| a.as_str());
-                Some(HeaderValue::from_str(authority).map_err(|_| invalid("bad authority"))?)
-            }
-            (None, HostHeader::Viewer) => None,
+            (None, HostHeader::Origin) => OriginHost::Origin,
+            (None, HostHeader::Viewer) => OriginHost::Viewer,
         };
         if let Some(prefix) = &origin.path_prefix {
             check_path_prefix(prefix).map_err(|err| invalid(&err))?;
@@ -213,7 +222,13 @@ impl ProxyService {
             // The one hop-by-hop exchange passed on: the tunnel needs the origin's consent.
             keep_upgrade(&mut parts.headers, protocol);
         }
-        self.set_host(&mut parts.headers, viewer_host);
+        let origin_authority = parts.uri.authority().map(|a| a.as_str());
+        let fixed = match &self.origin.host {
+            OriginHost::Viewer => None,
+            OriginHost::Fixed(host) => Some(host.clone()),
+            OriginHost::Origin => origin_authority.and_then(|a| HeaderValue::from_str(a).ok()),
+        };
+        set_host(&mut parts.headers, fixed, viewer_host);
         add_forwarding_headers(&mut parts.headers, peer, tls);
         append_via(&mut parts.headers, received);
         // Last, so a viewer cannot override them.
@@ -240,9 +255,12 @@ impl ProxyService {
             .path_and_query()
             .map_or("/", PathAndQuery::as_str);
         let path_and_query = match &self.origin.path_prefix {
-            Some(prefix) => PathAndQuery::try_from(format!("{prefix}{viewer_pq}"))
-                .unwrap_or_else(|_| PathAndQuery::from_static("/")),
-            None => viewer_uri
+            // `OPTIONS *` is about the server, not a path under the prefix.
+            Some(prefix) if viewer_pq != "*" => {
+                PathAndQuery::try_from(format!("{prefix}{viewer_pq}"))
+                    .unwrap_or_else(|_| PathAndQuery::from_static("/"))
+            }
+            _ => viewer_uri
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
@@ -254,21 +272,27 @@ impl ProxyService {
             .build()
             .expect("a checked origin plus a parsed path is a valid URI")
     }
+}
 
-    fn set_host(&self, headers: &mut HeaderMap, viewer_host: Option<HeaderValue>) {
-        match (&self.origin.host, viewer_host) {
-            (None, Some(host)) => {
-                headers.insert(header::HOST, host);
-            }
-            (Some(fixed), viewer_host) => {
-                headers.insert(header::HOST, fixed.clone());
-                if let Some(host) = viewer_host {
-                    headers.insert(X_FORWARDED_HOST, host);
-                }
-            }
-            // No viewer host at all (HTTP/1.0): the client fills in the origin's.
-            (None, None) => {}
+/// Sets the origin's `Host`: `fixed`, with the viewer's in `X-Forwarded-Host`, or else the
+/// viewer's.
+fn set_host(headers: &mut HeaderMap, fixed: Option<HeaderValue>, viewer_host: Option<HeaderValue>) {
+    // Only the edge says which host the viewer asked for: a viewer's own
+    // `X-Forwarded-Host` is not in the cache key, so passing it on would let one viewer
+    // change (and poison) what the origin answers everyone, e.g. in absolute links.
+    headers.remove(X_FORWARDED_HOST);
+    match (fixed, viewer_host) {
+        (None, Some(host)) => {
+            headers.insert(header::HOST, host);
         }
+        (Some(fixed), viewer_host) => {
+            headers.insert(header::HOST, fixed);
+            if let Some(host) = viewer_host {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+        }
+        // No viewer host at all (HTTP/1.0): the client fills in the origin's.
+        (None, None) => {}
     }
 }
 
@@ -336,23 +360,6 @@ fn to_viewer_response<B>(mut response: Response<B>, upgraded: bool) -> Response<
     }
     append_via(response.headers_mut(), received);
     response
-}
-
-/// The protocol an HTTP/1.1 request asks to switch to: an `Upgrade` field that `Connection`
-/// names (RFC 9110 §7.8). HTTP/2 has no such mechanism.
-pub(crate) fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
-    if version != Version::HTTP_11 {
-        return None;
-    }
-    let named = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    named
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
 }
 
 fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {

@@ -22,7 +22,7 @@ use super::{
     access_config::{
         GeoSetting, KeyGroupSetting, OriginConcurrencySetting, RateLimitSetting, TrustedProxies,
     },
-    config::{de_duration, parse_origin},
+    config::{check_port, de_duration, parse_origin},
     hosts::HostPattern,
     DistributionConfig, OriginConfig, OriginGroupConfig, OriginProtocol, ViewerProtocol,
 };
@@ -76,7 +76,9 @@ pub(crate) struct OriginToml {
     #[serde(deserialize_with = "de_url")]
     url: Uri,
     protocol: Option<OriginProtocol>,
+    #[serde(default, deserialize_with = "de_port")]
     http_port: Option<u16>,
+    #[serde(default, deserialize_with = "de_port")]
     https_port: Option<u16>,
     #[serde(default, deserialize_with = "de_path_prefix")]
     path: Option<String>,
@@ -223,7 +225,7 @@ impl SiteSource {
         if distributions.is_empty() {
             let mut top = self.top;
             top.name = Some("default".to_owned());
-            built.push(context.distribution(top)?);
+            built.push(context.distribution(top, 0..0, "")?);
         } else {
             if self.top.has_settings() {
                 let span = self
@@ -250,9 +252,10 @@ impl SiteSource {
                 let name = distribution
                     .name
                     .get_or_insert_with(|| {
+                        // Named after its first host (`*` spelled `_`), unless it says.
                         distribution.hosts.first().map_or_else(
                             || format!("distribution-{index}"),
-                            |h| h.get_ref().clone(),
+                            |h| h.get_ref().replace('*', "_"),
                         )
                     })
                     .clone();
@@ -283,7 +286,7 @@ impl SiteSource {
                         ));
                     }
                 }
-                built.push(context.distribution(distribution)?);
+                built.push(context.distribution(distribution, span, &format!("{field}."))?);
             }
         }
         Ok(Site {
@@ -377,7 +380,15 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn distribution(&self, toml: DistributionToml) -> Result<DistributionConfig, At> {
+    /// `span` and `prefix` place errors that have no value of their own to point at: the
+    /// `[[distributions]]` entry and its field path (both empty at the top level).
+    fn distribution(
+        &self,
+        toml: DistributionToml,
+        span: Range<usize>,
+        prefix: &str,
+    ) -> Result<DistributionConfig, At> {
+        let whole = span;
         let DistributionToml {
             name,
             hosts,
@@ -393,7 +404,7 @@ impl Context<'_> {
             trusted_proxies,
         } = toml;
         let name = name.unwrap_or_default();
-        let prefix = if hosts.is_empty() {
+        let who = if hosts.is_empty() {
             String::new()
         } else {
             format!("distribution `{name}`: ")
@@ -402,37 +413,38 @@ impl Context<'_> {
         for host in hosts {
             let span = host.span();
             let host = host.into_inner();
-            HostPattern::parse(&host).map_err(|message| at(span, "hosts", message))?;
+            HostPattern::parse(&host)
+                .map_err(|message| at(span, format!("{prefix}hosts"), message))?;
             hosts_checked.push(host);
         }
         if tls_cert.is_some() != tls_key.is_some() {
             return Err(at(
-                0..0,
-                "tls_cert",
-                format!("{prefix}tls_cert and tls_key go together"),
+                whole.clone(),
+                format!("{prefix}tls_cert"),
+                format!("{who}tls_cert and tls_key go together"),
             ));
         }
 
         // The default behavior's origin is where behaviors that name none go.
         let default = default_behavior;
-        let default_span = default.as_ref().map_or(0..0, Spanned::span);
+        let default_span = default.as_ref().map_or(whole.clone(), Spanned::span);
         let default = default.map(Spanned::into_inner).unwrap_or_default();
         if let Some(path) = &default.path {
             return Err(at(
                 path.span(),
-                "default_behavior.path",
+                format!("{prefix}default_behavior.path"),
                 "the default behavior serves every path no behavior matches; it has no path",
             ));
         }
         let default_origin = match &default.origin {
-            Some(origin) => self.origin(origin, "default_behavior.origin")?,
+            Some(origin) => self.origin(origin, &format!("{prefix}default_behavior.origin"))?,
             None if self.names.origins.is_empty() && self.names.groups.is_empty() => None,
             None => Some(self.names.only().map(str::to_owned).ok_or_else(|| {
                 at(
                     default_span.clone(),
-                    "default_behavior.origin",
+                    format!("{prefix}default_behavior.origin"),
                     format!(
-                        "{prefix}several origins are declared, so the default behavior must \
+                        "{who}several origins are declared, so the default behavior must \
                          name one ({})",
                         self.names.known()
                     ),
@@ -449,7 +461,7 @@ impl Context<'_> {
         for (index, behavior) in behaviors.into_iter().enumerate() {
             let span = behavior.span();
             let behavior = behavior.into_inner();
-            let field = format!("behaviors[{index}]");
+            let field = format!("{prefix}behaviors[{index}]");
             let Some(path) = behavior.path.clone() else {
                 return Err(at(
                     span,
@@ -462,8 +474,11 @@ impl Context<'_> {
             let built = self.behavior(behavior, &field, default_origin.as_deref())?;
             config.behaviors.push((path.into_inner(), built));
         }
-        config.default_behavior =
-            self.behavior(default, "default_behavior", default_origin.as_deref())?;
+        config.default_behavior = self.behavior(
+            default,
+            &format!("{prefix}default_behavior"),
+            default_origin.as_deref(),
+        )?;
 
         if let Some(geo) = geo_restriction {
             config = config.configure_layer(move |builder| geo.apply(builder));
@@ -597,6 +612,13 @@ fn de_url<'de, D: Deserializer<'de>>(de: D) -> Result<Uri, D::Error> {
     parse_origin(&text).map_err(serde::de::Error::custom)
 }
 
+fn de_port<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u16>, D::Error> {
+    match u16::deserialize(de)? {
+        0 => Err(serde::de::Error::custom("0 is not a port")),
+        port => Ok(Some(port)),
+    }
+}
+
 fn de_path_prefix<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(de)?;
     check_path_prefix(&text).map_err(serde::de::Error::custom)?;
@@ -619,7 +641,11 @@ pub(crate) fn check_path_prefix(text: &str) -> Result<(), String> {
 fn de_host<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(de)?;
     match text.parse::<http::uri::Authority>() {
-        Ok(authority) if authority.as_str() == text && !text.contains('@') => Ok(Some(text)),
+        Ok(authority)
+            if authority.as_str() == text && !text.contains('@') && check_port(&text).is_ok() =>
+        {
+            Ok(Some(text))
+        }
         _ => Err(serde::de::Error::custom(format!(
             "`{text}` is not a host name (with an optional :port)"
         ))),
@@ -630,19 +656,21 @@ fn de_headers<'de, D: Deserializer<'de>>(
     de: D,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, D::Error> {
     let map = BTreeMap::<String, String>::deserialize(de)?;
+    let mut seen = BTreeSet::new();
     map.into_iter()
         .map(|(name, value)| {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("`{name}` is not a header name"))?;
             if header == header::HOST
-                || header == header::CONNECTION
-                || header == header::TRANSFER_ENCODING
                 || header == header::CONTENT_LENGTH
-                || header == header::UPGRADE
+                || crate::rfc::conditional::is_hop_by_hop(&header, &http::HeaderMap::new())
             {
                 return Err(format!(
                     "`{name}` cannot be set as a custom origin header (use `host` for Host)"
                 ));
+            }
+            if !seen.insert(header.as_str().to_owned()) {
+                return Err(format!("`{name}` is set twice (header names ignore case)"));
             }
             let value = HeaderValue::from_str(&value)
                 .map_err(|_| format!("the value of `{name}` is not a valid header value"))?;
