@@ -471,6 +471,13 @@ async fn distributions_are_chosen_by_host_and_keep_their_caches_apart() {
         );
         assert_eq!((a.hits(), b.hits()), (1, 1));
 
+        // One valid Host, or 400 (RFC 9112 §3.2).
+        for bad in ["Host: a.test\r\nHost: b.test", "Host: evil/x.a.test"] {
+            let request = format!("GET /page HTTP/1.1\r\n{bad}\r\nConnection: close\r\n\r\n");
+            let answer = raw(edge.addr, &request).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{bad}: {answer}");
+        }
+
         // A wildcard name, any case and with a port, belongs to its distribution.
         let www = send(
             &client,
@@ -551,11 +558,11 @@ fn certificate(name: &str) -> (String, String) {
     (generated.cert.pem(), generated.signing_key.serialize_pem())
 }
 
-/// A GET over TLS to `addr`, asking for `name` by SNI and in `Host`, trusting `roots` only.
-/// Returns the certificate the edge presented and the answer.
+/// A GET over TLS to `addr`, asking for `name` by SNI and `host` in `Host`, trusting `roots`
+/// only. Returns the certificate the edge presented and the answer.
 async fn get_over_tls(
     addr: SocketAddr,
-    name: &str,
+    (name, host): (&str, &str),
     roots: &[&str],
 ) -> (CertificateDer<'static>, Answer) {
     let mut store = RootCertStore::empty();
@@ -582,7 +589,7 @@ async fn get_over_tls(
         .unwrap();
     tokio::spawn(connection);
     let request = Request::get("/page")
-        .header(header::HOST, name)
+        .header(header::HOST, host)
         .body(Full::<Bytes>::default())
         .unwrap();
     let answer = collect(sender.send_request(request).await.unwrap()).await;
@@ -625,7 +632,7 @@ async fn sni_picks_each_distribution_certificate() {
         let edge = Running::start(config_from(&file.path).unwrap()).await;
         let https = edge.https.unwrap();
 
-        let (presented, answer) = get_over_tls(https, "a.test", &[&a_cert]).await;
+        let (presented, answer) = get_over_tls(https, ("a.test", "a.test"), &[&a_cert]).await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(answer.text().contains("A /page"));
         let a_der: Vec<u8> = rustls::pki_types::pem::PemObject::from_pem_slice(a_cert.as_bytes())
@@ -633,8 +640,13 @@ async fn sni_picks_each_distribution_certificate() {
             .unwrap();
         assert_eq!(presented.to_vec(), a_der);
 
-        let (_, answer) = get_over_tls(https, "b.test", &[&b_cert]).await;
+        let (_, answer) = get_over_tls(https, ("b.test", "b.test"), &[&b_cert]).await;
         assert!(answer.text().contains("B /page"));
+
+        // A connection opened for a.test (with a.test's certificate) does not serve b.test.
+        let (_, fronted) = get_over_tls(https, ("a.test", "b.test"), &[&a_cert]).await;
+        assert_eq!(fronted.status, StatusCode::MISDIRECTED_REQUEST);
+        assert!(!fronted.text().contains("B /page"), "{}", fronted.text());
         edge.stop().await;
     })
     .await;

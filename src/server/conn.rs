@@ -96,6 +96,7 @@ pub(crate) async fn serve_connections<S, B>(
                         inner: service.clone(),
                         peer,
                         tls: tls.is_some(),
+                        server_name: None,
                         _open: Arc::new(permit),
                     };
                     let watcher = graceful.watcher();
@@ -198,7 +199,7 @@ fn spawn_tls_connection<S, B>(
     watcher: Watcher,
     acceptor: TlsAcceptor,
     stream: TcpStream,
-    service: S,
+    mut service: WithConnection<S>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -211,7 +212,10 @@ fn spawn_tls_connection<S, B>(
     let builder = builder.clone();
     tokio::spawn(async move {
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => spawn_connection(&builder, watcher, stream, service),
+            Ok(Ok(stream)) => {
+                service.server_name = stream.get_ref().1.server_name().map(Arc::from);
+                spawn_connection(&builder, watcher, stream, service);
+            }
             Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
             Err(_) => tracing::debug!("TLS handshake not done in {TLS_HANDSHAKE_TIMEOUT:?}"),
         }
@@ -225,6 +229,10 @@ async fn back_off(err: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// A request extension: the name a TLS viewer asked for when it connected (SNI).
+#[derive(Clone, Debug)]
+pub(crate) struct ServerName(pub(crate) Arc<str>);
+
 /// Records on each request what the connection says about the viewer: its [`PeerAddr`],
 /// [`ViewerTls`] for HTTPS, and the scheme in the request URI.
 #[derive(Clone, Debug)]
@@ -232,6 +240,8 @@ struct WithConnection<S> {
     inner: S,
     peer: SocketAddr,
     tls: bool,
+    /// The name the TLS client asked for (SNI), if any.
+    server_name: Option<Arc<str>>,
     /// Held while the connection lives (the connection keeps its service until it closes).
     _open: Arc<OwnedSemaphorePermit>,
 }
@@ -253,6 +263,9 @@ where
         request.extensions_mut().insert(ClientAddr(self.peer));
         if self.tls {
             request.extensions_mut().insert(ViewerTls);
+        }
+        if let Some(name) = &self.server_name {
+            request.extensions_mut().insert(ServerName(name.clone()));
         }
         let scheme = if self.tls {
             Scheme::HTTPS

@@ -20,6 +20,8 @@ use rustls::{
 };
 use tower_service::Service;
 
+use super::conn::ServerName;
+
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// One entry of a distribution's host list.
@@ -125,6 +127,17 @@ impl HostTable {
     }
 }
 
+/// Whether `host` is `uri-host [":" port]` (RFC 9110 §7.2): a reg-name of letters, digits,
+/// `-`, `.` and `_`, or an IP literal, with an optional port.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+        && host.parse::<http::uri::Authority>().is_ok()
+        && super::config::check_port(host).is_ok()
+}
+
 /// `host:port` → `host`, and `[::1]:8080` → `[::1]`.
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -190,16 +203,47 @@ where
             let response = text(StatusCode::NOT_IMPLEMENTED, message);
             return Box::pin(std::future::ready(Ok(response)));
         }
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .or_else(|| request.uri().host());
+        // RFC 9112 §3.2: one `Host`, holding `uri-host [":" port]`, or 400.
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (None, _) => Ok(request.uri().host()),
+            (Some(value), None) => value
+                .to_str()
+                .ok()
+                .filter(|h| valid_host(h))
+                .map(Some)
+                .ok_or(()),
+            (Some(_), Some(_)) => Err(()),
+        };
+        let Ok(host) = host else {
+            let message = "400 Bad Request: the request needs one valid Host\n".to_owned();
+            return Box::pin(std::future::ready(Ok(text(
+                StatusCode::BAD_REQUEST,
+                message,
+            ))));
+        };
         let index = match host {
             Some(host) if !self.table.is_single_catch_all() => self.table.find(host),
             // No name (HTTP/1.0): only a catch-all distribution can take it.
             _ => self.table.any,
         };
+        // A TLS connection opened for one distribution's name serves that distribution only:
+        // its certificate vouched for that name, not for another site's (RFC 9110 §7.4). A
+        // client that reuses the connection for another host gets 421 and opens a new one.
+        let sni = request.extensions().get::<ServerName>();
+        if let Some(sni) =
+            sni.filter(|name| self.table.find(&name.0).is_some_and(|i| Some(i) != index))
+        {
+            let message = format!(
+                "421 Misdirected Request: this connection was opened for `{}`; connect again for `{}`\n",
+                sni.0.escape_debug(),
+                host.unwrap_or_default().escape_debug()
+            );
+            return Box::pin(std::future::ready(Ok(text(
+                StatusCode::MISDIRECTED_REQUEST,
+                message,
+            ))));
+        }
         let Some(mut service) = index.and_then(|i| self.distributions.get(i)).cloned() else {
             let response = misdirected(host);
             return Box::pin(std::future::ready(Ok(response)));
@@ -324,6 +368,29 @@ mod tests {
             "host:80",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_values() {
+        for good in [
+            "a.test",
+            "a.test:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+            "under_score.test",
+        ] {
+            assert!(valid_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a b.test",
+            "evil/x.a.test",
+            "user@a.test",
+            "a.test:x",
+            "é.test",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
         }
     }
 
