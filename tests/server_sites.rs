@@ -439,9 +439,12 @@ async fn distributions_are_chosen_by_host_and_keep_their_caches_apart() {
             two_sites("admin_listen = \"127.0.0.1:0\"\nadmin_token = \"t0ken\"").await;
         let edge = Running::start(config_from(&file.path).unwrap()).await;
         let client = viewer();
+        let get = async |path: &str, host: &str| {
+            send(&client, edge.addr, "GET", path, &[("host", host)], "").await
+        };
 
         for host in ["a.test", "b.test", "a.test", "b.test"] {
-            let answer = send(&client, edge.addr, "GET", "/page", &[("host", host)], "").await;
+            let answer = get("/page", host).await;
             assert_eq!(answer.status, StatusCode::OK);
             let expected = if host == "a.test" {
                 "A /page"
@@ -479,50 +482,26 @@ async fn distributions_are_chosen_by_host_and_keep_their_caches_apart() {
         }
 
         // A wildcard name, any case and with a port, belongs to its distribution.
-        let www = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/page",
-            &[("host", "WWW.A.test:80")],
-            "",
-        )
-        .await;
+        let www = get("/page", "WWW.A.test:80").await;
         assert!(www.text().contains("A /page"));
 
         // Names nobody serves are refused, never answered with another site's content.
         for host in ["c.test", "a.b.test", "deep.www.a.test"] {
-            let answer = send(&client, edge.addr, "GET", "/page", &[("host", host)], "").await;
+            let answer = get("/page", host).await;
             assert_eq!(answer.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
             assert!(answer.text().contains(host), "{}", answer.text());
             assert!(!answer.text().contains("/page"));
         }
 
         // The group from the file fails over to its secondary, whose answer is cached.
-        let failed_over = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/fail/x",
-            &[("host", "b.test")],
-            "",
-        )
-        .await;
+        let failed_over = get("/fail/x", "b.test").await;
         assert_eq!(failed_over.status, StatusCode::OK);
         assert!(
             failed_over.text().contains("backup /fail/x"),
             "{}",
             failed_over.text()
         );
-        let cached = send(
-            &client,
-            edge.addr,
-            "GET",
-            "/fail/x",
-            &[("host", "b.test")],
-            "",
-        )
-        .await;
+        let cached = get("/fail/x", "b.test").await;
         assert!(cached.x_cache().starts_with("Hit"), "{}", cached.x_cache());
         assert_eq!(backup.hits(), 1);
         assert_eq!(b.hits(), 2);
