@@ -565,7 +565,12 @@ fn de_max<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
 }
 
 fn de_queue_timeout<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
-    checked_str(de, "a duration such as \"1s\"", parse_duration).map(Some)
+    // "0s" is meaningful here: never wait, answer 503 at once when the cap is reached.
+    let parse = |text: &str| match text.trim() {
+        "0" | "0s" | "0ms" => Ok(Duration::ZERO),
+        text => parse_duration(text),
+    };
+    checked_str(de, "a duration such as \"1s\" (\"0s\": never wait)", parse).map(Some)
 }
 
 /// `trusted_proxies`: the proxies whose `X-Forwarded-For` names the viewer, as CIDR ranges.
@@ -1221,6 +1226,11 @@ XH7U255IuP0WvvfYQQrnQkMALERTiMp+5VCcaFQ2hfMURj2sIWY2WKZh5l/wakB9
             cap.queue_timeout(),
             OriginConcurrency::DEFAULT_QUEUE_TIMEOUT
         );
+        let never_wait = parse("origin_concurrency = { max = 8, queue_timeout = \"0s\" }")
+            .origin_concurrency
+            .unwrap()
+            .origin_concurrency();
+        assert_eq!(never_wait.queue_timeout(), Duration::ZERO);
 
         let cases: [(&str, &[&str]); 4] = [
             (
