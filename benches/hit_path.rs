@@ -34,13 +34,15 @@
 //!
 //! * `cdn_hit_signed_ed25519`: an Ed25519 key.
 //! * `cdn_hit_signed_hmac_sha256`: an HMAC-SHA256 secret.
+//! * `cdn_hit_signed_ed25519_no_memo`: the Ed25519 key in a group whose memo of verified
+//!   signatures is off (`KeyGroup::signature_memo(0)`), so every hit verifies the signature.
 //!
 //! Their request is `cdn_hit`'s with a canned-policy signature appended to the query
 //! (`Expires`, `Signature`, `Key-Pair-Id`; valid for a day), so each hit also builds the
 //! resource URL, finds the credentials, checks the signature and the expiry, and strips the
 //! signing parameters before the key. The signature is verified once, in warm-up; the timed
 //! hits find it in the key group's memo of verified signatures, as a viewer repeating a URL
-//! does (the expiry is still checked on each). The parameters are not part of the cache key, so all
+//! does (the expiry is still checked on each), except in the `_no_memo` arm. The parameters are not part of the cache key, so all
 //! three edges serve the same stored object. A request without the signature is checked to be
 //! refused with `403` before measuring.
 //!
@@ -420,11 +422,13 @@ fn bench_sizes(c: &mut Criterion) {
     }
 }
 
-/// `CdnLayer::new()` settings, with the default behavior trusting `key` under `id`.
-fn signed_layer(id: &str, key: &SigningKey) -> CdnLayer {
+/// `CdnLayer::new()` settings, with the default behavior trusting `key` under `id`, the
+/// key group remembering `memo` bytes of verified signatures.
+fn signed_layer(id: &str, key: &SigningKey, memo: usize) -> CdnLayer {
     let group = KeyGroup::new()
         .with_key(id, key.verifying_key())
-        .expect("valid key id");
+        .expect("valid key id")
+        .signature_memo(memo);
     CdnLayer::builder()
         .default_behavior(Behavior::new().trusted_key_group(group))
         .build()
@@ -456,11 +460,13 @@ fn bench_signed(c: &mut Criterion) {
         warmed(&rt, &CdnLayer::new(), origin.clone(), &plain),
         plain.clone(),
     )];
-    for (arm, id, key) in [
-        ("cdn_hit_signed_ed25519", "ED1", ed25519),
-        ("cdn_hit_signed_hmac_sha256", "HM1", hmac),
+    let memo = tower_cdn::signing::DEFAULT_SIGNATURE_MEMO_BYTES;
+    for (arm, id, key, memo) in [
+        ("cdn_hit_signed_ed25519", "ED1", ed25519.clone(), memo),
+        ("cdn_hit_signed_hmac_sha256", "HM1", hmac, memo),
+        ("cdn_hit_signed_ed25519_no_memo", "ED1", ed25519, 0),
     ] {
-        let layer = signed_layer(id, &key);
+        let layer = signed_layer(id, &key, memo);
         let req = signed_request(&Signer::new(id, key).expect("valid signer"));
         let edge = warmed(&rt, &layer, origin.clone(), &req);
         let unsigned = rt.block_on(edge.svc.clone().oneshot(plain.clone()));
