@@ -180,20 +180,24 @@ impl SiteSource {
     /// Checks the references between sections and builds the site. `viewer_protocol` is
     /// what behaviors that set none get.
     pub(crate) fn build(self, viewer_protocol: ViewerProtocol) -> Result<Site, String> {
-        let text = self.text.clone();
-        self.build_inner(viewer_protocol).map_err(|err| {
+        let Self { text, site, top } = self;
+        Self::build_inner(site, top, viewer_protocol).map_err(|err| {
             let line = text[..err.span.start.min(text.len())].matches('\n').count() + 1;
             format!("line {line}, `{}`: {}", err.field, err.message)
         })
     }
 
-    fn build_inner(self, viewer_protocol: ViewerProtocol) -> Result<Site, At> {
+    fn build_inner(
+        site: SiteToml,
+        top: DistributionToml,
+        viewer_protocol: ViewerProtocol,
+    ) -> Result<Site, At> {
         let SiteToml {
             origins,
             origin_groups,
             key_groups,
             distributions,
-        } = self.site;
+        } = site;
         let names = Names::check(&origins, &origin_groups)?;
 
         let origin_configs = origins
@@ -223,17 +227,16 @@ impl SiteSource {
         };
         let mut built = Vec::new();
         if distributions.is_empty() {
-            let mut top = self.top;
+            let mut top = top;
             top.name = Some("default".to_owned());
             built.push(context.distribution(top, 0..0, "")?);
         } else {
-            if self.top.has_settings() {
-                let span = self
-                    .top
+            if top.has_settings() {
+                let span = top
                     .behaviors
                     .first()
                     .map(Spanned::span)
-                    .or_else(|| self.top.default_behavior.as_ref().map(Spanned::span))
+                    .or_else(|| top.default_behavior.as_ref().map(Spanned::span))
                     .unwrap_or(0..0);
                 return Err(at(
                     span,
