@@ -235,6 +235,20 @@ fn viewer_request_to(path_and_query: &str) -> Request<()> {
         .expect("valid request")
 }
 
+/// The response to one request through `svc`.
+async fn respond<S, B>(svc: &mut S, req: &Request<()>) -> Response<B>
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    svc.ready()
+        .await
+        .expect("ready")
+        .call(req.clone())
+        .await
+        .expect("response")
+}
+
 /// One request through `svc`, body collected: the unit of work every arm times.
 async fn one<S, B>(svc: &mut S, req: &Request<()>) -> Bytes
 where
@@ -243,13 +257,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let res = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(req.clone())
-        .await
-        .expect("response");
+    let res = respond(svc, req).await;
     res.into_body().collect().await.expect("body").to_bytes()
 }
 
@@ -329,13 +337,7 @@ fn warmed(rt: &Runtime, layer: &CdnLayer, origin: Origin, req: &Request<()>) -> 
         let mut trail = Vec::new();
         let mut steady = Vec::new();
         for _ in 0..1000 {
-            let res = svc
-                .ready()
-                .await
-                .expect("ready")
-                .call(req.clone())
-                .await
-                .expect("response");
+            let res = respond(&mut svc, req).await;
             let field = |name| res.headers().get(name).cloned();
             let (x_cache, coding) = (field("x-cache"), field("content-encoding"));
             trail.push((res.status(), x_cache.clone(), field("cache-status")));
@@ -360,13 +362,7 @@ fn warmed(rt: &Runtime, layer: &CdnLayer, origin: Origin, req: &Request<()>) -> 
     assert!(fills >= 1, "the key was filled from the origin");
     rt.block_on(async {
         for _ in 0..100 {
-            let res = svc
-                .ready()
-                .await
-                .expect("ready")
-                .call(req.clone())
-                .await
-                .expect("response");
+            let res = respond(&mut svc, req).await;
             assert_eq!(res.headers().get("x-cache"), Some(&hit), "a hit");
         }
     });
