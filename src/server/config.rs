@@ -448,10 +448,7 @@ pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
 /// Refuses a `host:port` whose port is not 1-65535: `http` keeps a port it cannot read as
 /// none, which would quietly mean the default port.
 pub(crate) fn check_port(authority: &str) -> Result<(), String> {
-    if let Some((_, port)) = authority
-        .rsplit_once(':')
-        .filter(|_| !authority.ends_with(']'))
-    {
+    if let (_, Some(port)) = super::hosts::split_port(authority) {
         if port.parse::<u16>().map_or(true, |port| port == 0) {
             return Err(format!("`{port}` is not a port"));
         }

@@ -138,13 +138,28 @@ fn valid_host(host: &str) -> bool {
         && super::config::check_port(host).is_ok()
 }
 
-/// `host:port` → `host`, and `[::1]:8080` → `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
+/// `host:port` → (`host`, `port`), IPv6 literals kept whole: `[::1]:8080` → (`[::1]`, `8080`).
+pub(crate) fn split_port(authority: &str) -> (&str, Option<&str>) {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => {
+                let (host, rest) = authority.split_at(end + 1);
+                (host, rest.strip_prefix(':'))
+            }
+            None => (authority, None),
+        };
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    }
+}
+
+/// `host:port` → `host`, and `[::1]:8080` → `[::1]`; a "port" that is not digits stays.
+fn strip_port(host: &str) -> &str {
+    match split_port(host) {
+        (name, Some(port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        (name, None) => name,
         _ => host,
     }
 }
