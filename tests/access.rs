@@ -153,9 +153,7 @@ async fn the_origin_cap_holds_under_200_misses_while_hits_flow() {
     let misses: Vec<_> = (0..200)
         .map(|i| tokio::spawn(svc.clone().oneshot(get(&format!("/cold/{i}"), &[]))))
         .collect();
-    while seen.calls() < 5 {
-        tokio::task::yield_now().await;
-    }
+    eventually("5 origin requests", || seen.calls() >= 5).await;
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
@@ -166,10 +164,11 @@ async fn the_origin_cap_holds_under_200_misses_while_hits_flow() {
         "Hit from tower-cdn",
         "hits are not held back"
     );
-    while misses.iter().any(|m| !m.is_finished()) {
+    eventually("every miss answered", || {
         release.notify_waiters();
-        tokio::task::yield_now().await;
-    }
+        misses.iter().all(|m| m.is_finished())
+    })
+    .await;
     for m in misses {
         assert_eq!(m.await.unwrap().unwrap().status(), StatusCode::OK);
     }

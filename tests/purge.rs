@@ -185,12 +185,7 @@ async fn soft_purge_keeps_objects_for_stale_while_revalidate() {
         "{}",
         stale.header("cache-status")
     );
-    for _ in 0..100 {
-        if seen.calls() == 2 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    eventually("the background refresh", || seen.calls() == 2).await;
     assert_eq!(seen.calls(), 2, "refreshed in the background");
 }
 
@@ -212,9 +207,7 @@ async fn a_purge_racing_a_slow_fill_never_lets_the_old_body_survive() {
     let layer = CdnLayer::new();
     let svc = layer.clone().layer(origin);
     let slow = tokio::spawn(svc.clone().oneshot(get("/a", &[])));
-    while seen.calls() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually("the origin request", || seen.calls() > 0).await;
     version.store(2, std::sync::atomic::Ordering::SeqCst);
     layer.purge(&Purge::path("/a"));
     // After the purge returns, a new request does not join the old fill.

@@ -66,9 +66,7 @@ async fn two_hundred_concurrent_misses_make_one_origin_call() {
             })
         })
         .collect();
-    while seen.calls() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually("the origin request", || seen.calls() > 0).await;
     for _ in 0..200 {
         tokio::task::yield_now().await;
     }
@@ -89,9 +87,7 @@ async fn followers_are_served_when_the_leaders_viewer_goes_away() {
     let (origin, seen, release, _) = gated_origin(&[("cache-control", "max-age=60")], body.clone());
     let svc = CdnLayer::new().layer(origin);
     let leader = tokio::spawn(svc.clone().oneshot(get("/k", &[])));
-    while seen.calls() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually("the origin request", || seen.calls() > 0).await;
     let followers: Vec<_> = (0..50)
         .map(|_| tokio::spawn(svc.clone().oneshot(get("/k", &[]))))
         .collect();
@@ -151,9 +147,7 @@ async fn uncacheable_keys_are_not_serialised() {
     );
     let svc = CdnLayer::new().layer(origin);
     let first = tokio::spawn(svc.clone().oneshot(get("/me", &[])));
-    while seen.calls() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually("the origin request", || seen.calls() > 0).await;
     release.notify_waiters();
     first.await.unwrap().unwrap();
     max_in_flight.store(0, Ordering::SeqCst);
@@ -161,9 +155,7 @@ async fn uncacheable_keys_are_not_serialised() {
     let tasks: Vec<_> = (0..10)
         .map(|_| tokio::spawn(svc.clone().oneshot(get("/me", &[]))))
         .collect();
-    while seen.calls() < 11 {
-        tokio::task::yield_now().await;
-    }
+    eventually("11 origin requests", || seen.calls() >= 11).await;
     assert_eq!(
         max_in_flight.load(Ordering::SeqCst),
         10,
@@ -185,9 +177,7 @@ async fn a_follower_that_waits_too_long_goes_to_the_origin_itself() {
         .unwrap()
         .layer(origin);
     let leader = tokio::spawn(svc.clone().oneshot(get("/k", &[])));
-    while seen.calls() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually("the origin request", || seen.calls() > 0).await;
     let follower = tokio::spawn(svc.clone().oneshot(get("/k", &[])));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(seen.calls(), 2);
@@ -227,9 +217,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
             .header("cache-status")
             .contains("stale-while-revalidate"));
     }
-    while seen.calls() < 2 {
-        tokio::task::yield_now().await;
-    }
+    eventually("2 origin requests", || seen.calls() >= 2).await;
     assert_eq!(
         seen.calls(),
         2,
@@ -254,9 +242,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
         let svc = svc.clone();
         async move { send(&svc, get("/a", &[])).await }
     });
-    while seen.calls() < 3 {
-        tokio::task::yield_now().await;
-    }
+    eventually("3 origin requests", || seen.calls() >= 3).await;
     assert!(
         !waiting.is_finished(),
         "past the window the viewer waits for the origin"

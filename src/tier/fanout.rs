@@ -227,12 +227,14 @@ async fn listen(tier: RedisTier, owner: Weak<Shared>) {
             Ok(pubsub) => {
                 tracing::debug!("purge subscription up");
                 was_up = true;
-                tier.inner
-                    .subscribed
-                    .store(true, std::sync::atomic::Ordering::Release);
                 if !check(&tier, &owner).await {
                     return;
                 }
+                // Up once the first epoch check is done: from here on, a missed purge is
+                // measured against this node's own baseline.
+                tier.inner
+                    .subscribed
+                    .store(true, std::sync::atomic::Ordering::Release);
                 let (mut sink, mut stream) = pubsub.split();
                 let mut tick =
                     tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);

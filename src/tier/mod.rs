@@ -283,7 +283,8 @@ pub struct TierStats {
     pub epoch_drops: u64,
     /// Write-throughs refused because a purge came in between.
     pub refused_writes: u64,
-    /// Whether this node's purge subscription is up now.
+    /// Whether this node's purge subscription is up now (and its first purge-epoch check,
+    /// which sets the baseline missed purges are measured against, is done).
     pub subscribed: bool,
 }
 

@@ -220,3 +220,17 @@ where
         body,
     }
 }
+
+/// Yields to the runtime until `done` holds, and fails the test if it never does: a
+/// regression fails instead of hanging CI. The bound counts yields, not time, so it holds
+/// the same with a paused clock and on a loaded machine (the tasks waited on run on this
+/// test's runtime, in memory).
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
