@@ -476,21 +476,63 @@ async fn unsafe_method_invalidates_same_origin_location_and_content_location() {
 
 #[tokio::test]
 async fn failed_unsafe_request_does_not_invalidate() {
-    let (origin, _) = origin(|req| {
-        let mut r = response(&[("cache-control", "max-age=60")], "x");
-        if req.method() == "POST" {
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        }
-        r
+    // RFC 9111 §4.4: only a non-error status (2xx, 3xx) invalidates; a client error is an
+    // error as much as a server error.
+    for status in [400, 403, 404, 409, 500, 503] {
+        let (origin, seen) = origin(move |req| {
+            let mut r = response(&[("cache-control", "max-age=60")], "x");
+            if req.method() == "POST" {
+                *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            }
+            r
+        });
+        let (layer, _) = layer();
+        let svc = layer.layer(origin);
+        send(&svc, get("/a", &[])).await;
+        let post = send(&svc, request("POST", "/a", &[])).await;
+        assert_eq!(post.status.as_u16(), status);
+        assert_eq!(
+            send(&svc, get("/a", &[])).await.x_cache(),
+            "Hit from tower-cdn",
+            "a POST answered {status} invalidated the stored GET"
+        );
+        assert_eq!(seen.calls(), 2, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn fields_named_by_qualified_private_and_no_cache_are_not_shared() {
+    // RFC 9111 §5.2.2.7 (private="…") and §5.2.2.4 (no-cache="…"): the response is stored
+    // and reused, without the fields named, which were meant for the first viewer only.
+    let (origin, seen) = origin(|_| {
+        response(
+            &[
+                (
+                    "cache-control",
+                    "max-age=60, private=\"X-User\", no-cache=\"x-token, x-other\"",
+                ),
+                ("x-user", "alice"),
+                ("x-token", "t-1"),
+                ("x-other", "o"),
+                ("x-kept", "k"),
+            ],
+            "page",
+        )
     });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
-    send(&svc, request("POST", "/a", &[])).await;
-    assert_eq!(
-        send(&svc, get("/a", &[])).await.x_cache(),
-        "Hit from tower-cdn"
-    );
+    let hit = send(&svc, get("/a", &[])).await;
+    assert_eq!(hit.x_cache(), "Hit from tower-cdn");
+    assert_eq!(hit.body, "page");
+    for name in ["x-user", "x-token", "x-other"] {
+        assert!(
+            !hit.headers.contains_key(name),
+            "{name} reached another viewer"
+        );
+    }
+    assert_eq!(hit.header("x-kept"), "k");
+    assert_eq!(seen.calls(), 1);
 }
 
 #[tokio::test]
