@@ -143,9 +143,7 @@ async fn interim_responses_are_neither_stored_nor_merged_into_the_final_one() {
                 "200 OK",
                 &["cache-control: max-age=60", "content-type: text/plain"],
                 "final",
-            ) else {
-                unreachable!()
-            };
+            );
             bytes.extend(rest);
             Answer::Bytes(bytes)
         })
