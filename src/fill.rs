@@ -273,10 +273,15 @@ impl FillReader {
         }
     }
 
-    /// Bytes this reader has yet to receive, when the fill has ended.
-    pub(crate) fn remaining_if_ended(&self) -> Option<u64> {
+    /// Bytes this reader has yet to receive, when the fill has ended complete. A failed
+    /// fill has no known remainder: its reader ends with an error after its last chunk,
+    /// never with a clean end a server could announce early (an end of stream after the
+    /// last chunk, or a `Content-Length` for what was received).
+    pub(crate) fn remaining_if_complete(&self) -> Option<u64> {
         let s = self.fill.lock();
-        s.end?;
+        if s.end != Some(End::Complete) {
+            return None;
+        }
         let pos = s.cursors[self.slot]?;
         Some(
             s.chunks
@@ -330,6 +335,35 @@ mod tests {
         assert!(matches!(poll(&mut r), Poll::Ready(Some(Ok(_)))));
         assert!(matches!(poll(&mut r), Poll::Ready(Some(Err(FillFailed)))));
         assert!(fill.body().is_none());
+    }
+
+    #[test]
+    fn a_failed_fill_never_reports_a_known_remainder() {
+        // The reader took every chunk, then the origin body failed: nothing may tell the
+        // server the body is over before the reader reports the failure.
+        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let mut r = fill.reader().unwrap();
+        fill.push(Bytes::from_static(b"ab"));
+        assert!(matches!(poll(&mut r), Poll::Ready(Some(Ok(_)))));
+        fill.finish(End::Failed);
+        assert_eq!(r.remaining_if_complete(), None);
+        assert!(matches!(poll(&mut r), Poll::Ready(Some(Err(FillFailed)))));
+        // A reader that attaches after the failure knows no length either.
+        let late = fill.reader().unwrap();
+        assert_eq!(late.remaining_if_complete(), None);
+    }
+
+    #[test]
+    fn a_complete_fill_reports_what_is_left() {
+        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let mut r = fill.reader().unwrap();
+        fill.push(Bytes::from_static(b"ab"));
+        fill.push(Bytes::from_static(b"cde"));
+        assert_eq!(r.remaining_if_complete(), None);
+        fill.finish(End::Complete);
+        assert_eq!(r.remaining_if_complete(), Some(5));
+        let _ = poll(&mut r);
+        assert_eq!(r.remaining_if_complete(), Some(3));
     }
 
     #[test]
