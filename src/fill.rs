@@ -15,6 +15,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::Notify;
 
+use crate::collapse::Audience;
+
 /// How a fill ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum End {
@@ -58,6 +60,8 @@ pub(crate) struct Fill {
     pub(crate) initial_age: u64,
     /// Which origin of a group answered, for the viewers' responses.
     pub(crate) origin: Option<crate::OriginUsed>,
+    /// The requests that may read this fill besides the one that started it.
+    pub(crate) audience: Audience,
     state: Mutex<State>,
     consumed: Notify,
     settled: Notify,
@@ -69,12 +73,14 @@ impl Fill {
         headers: HeaderMap,
         initial_age: u64,
         origin: Option<crate::OriginUsed>,
+        audience: Audience,
     ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
             headers,
             initial_age,
             origin,
+            audience,
             state: Mutex::new(State {
                 keep_all: true,
                 ..State::default()
@@ -308,6 +314,16 @@ mod tests {
     use super::*;
     use std::task::Context;
 
+    fn new_fill() -> Arc<Fill> {
+        Fill::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            0,
+            None,
+            Audience::everyone(),
+        )
+    }
+
     fn poll(r: &mut FillReader) -> Poll<Option<Result<Bytes, FillFailed>>> {
         let waker = Waker::noop();
         r.poll_chunk(&mut Context::from_waker(waker))
@@ -315,7 +331,7 @@ mod tests {
 
     #[test]
     fn readers_joining_late_see_every_chunk() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         fill.push(Bytes::from_static(b"ab"));
         let mut late = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"cd"));
@@ -328,7 +344,7 @@ mod tests {
 
     #[test]
     fn failed_fill_ends_readers_with_an_error() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.finish(End::Failed);
@@ -341,7 +357,7 @@ mod tests {
     fn a_failed_fill_never_reports_a_known_remainder() {
         // The reader took every chunk, then the origin body failed: nothing may tell the
         // server the body is over before the reader reports the failure.
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         assert!(matches!(poll(&mut r), Poll::Ready(Some(Ok(_)))));
@@ -355,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_complete_fill_reports_what_is_left() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.push(Bytes::from_static(b"cde"));
@@ -368,7 +384,7 @@ mod tests {
 
     #[test]
     fn without_storage_consumed_chunks_are_released() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.push(Bytes::from_static(b"cd"));
