@@ -119,7 +119,10 @@ where
             Kind::Empty => true,
             Kind::Full { data } => data.is_none(),
             Kind::Parts { parts } => parts.is_empty(),
-            Kind::Fill { reader } => reader.remaining_if_ended() == Some(0),
+            // Only a fill that ended complete is over: a failed one must still be polled,
+            // so its reader can report the failure (hyper then aborts the response instead
+            // of ending it cleanly).
+            Kind::Fill { reader } => reader.remaining_if_complete() == Some(0),
             Kind::Origin { body } => body.is_end_stream(),
         }
     }
@@ -133,7 +136,7 @@ where
             Kind::Parts { parts } => {
                 SizeHint::with_exact(parts.iter().map(|p| p.len() as u64).sum())
             }
-            Kind::Fill { reader } => match reader.remaining_if_ended() {
+            Kind::Fill { reader } => match reader.remaining_if_complete() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },

@@ -18,18 +18,18 @@ use tokio::sync::oneshot;
 use tower_service::Service;
 
 use crate::behavior::Route;
-use crate::collapse::{FlightGuard, FlightState};
+use crate::collapse::{Audience, FlightGuard, FlightState};
 use crate::encoding::{is_compressible, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
 use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
 use crate::fill::{End, Fill, FillReader};
 use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
-use crate::purge::tags_of;
+use crate::purge::{tags_fit, tags_of};
 use crate::respond::Fwd;
 use crate::rfc::cache_control::CacheControl;
-use crate::rfc::conditional;
+use crate::rfc::conditional::{self, connection_overflows};
 use crate::rfc::freshness::{
-    corrected_initial_age, explicit_freshness, freshness_lifetime, storable,
+    corrected_initial_age, explicit_freshness, freshness_lifetime, storable, stores_set_cookie,
 };
 use crate::rfc::headers::{comma_list, remove_hop_by_hop, Vary};
 use crate::rfc::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
@@ -40,11 +40,13 @@ use crate::BoxError;
 /// Once a fill can no longer be stored, at most this many bytes wait for slow viewers.
 const PASS_BUFFER: usize = 1024 * 1024;
 
-/// What a trip to the origin produced.
+/// What a trip to the origin produced. The `HeaderMap`s are the fields kept out of storage
+/// that only the viewer whose request went to the origin receives (its `Set-Cookie`, fields
+/// a qualified `private` or `no-cache` names).
 pub(crate) enum Fetched<B> {
-    Stream(FillReader, Fwd),
+    Stream(FillReader, Fwd, HeaderMap),
     /// Refreshed by a 304.
-    Done(Arc<Object>),
+    Done(Arc<Object>, HeaderMap),
     /// The origin failed and the stale object stands in.
     StaleOnError(Arc<Object>),
     /// Found in the shared tier, stored in memory under this key.
@@ -85,7 +87,11 @@ pub(crate) struct Fetch {
 /// What a storable response will be stored as.
 pub(crate) struct Plan {
     headers: HeaderMap,
+    /// Fields of the response not stored, for the viewer whose request this is.
+    personal: HeaderMap,
     vary: Vary,
+    /// Who else may read the fill: the requests that select this request's variant.
+    audience: Audience,
     freshness_lifetime: u64,
     initial_age: u64,
     rules: ReuseRules,
@@ -184,6 +190,30 @@ fn merge_vary(headers: &mut HeaderMap, name: &'static str) {
     }
 }
 
+/// Who may share `obj` with the request `leader`: the requests selecting the same variant
+/// under the object's `Vary`; `None` when it can never be matched.
+fn object_audience(obj: &Object, leader: &HeaderMap) -> Option<Audience> {
+    Audience::of(&storage_vary(&obj.headers, obj.coding), leader)
+}
+
+/// Moves the fields a stored copy must not keep out of `headers`: those a qualified
+/// `private` (RFC 9111 §5.2.2.7) or `no-cache` (§5.2.2.4) names and, when asked, `Set-Cookie`.
+/// They are returned for the one viewer whose request brought the response.
+fn withhold(headers: &mut HeaderMap, cc: &CacheControl, set_cookie: bool) -> HeaderMap {
+    let mut personal = HeaderMap::new();
+    let named = cc.private_fields.iter().chain(&cc.no_cache_fields);
+    let cookie = set_cookie.then_some(&http::header::SET_COOKIE);
+    for name in named.chain(cookie) {
+        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            for value in values {
+                personal.append(name.clone(), value);
+            }
+        }
+    }
+    personal
+}
+
 impl Fetch {
     pub(crate) async fn run<S, ReqB, ResB>(
         mut self,
@@ -226,7 +256,9 @@ impl Fetch {
         #[cfg(feature = "redis")]
         if let Some(found) = crate::tier::before_origin(&mut self, &request_headers).await {
             if found.share {
-                self.publish(FlightState::Shared(found.obj.clone()));
+                if let Some(audience) = object_audience(&found.obj, &request_headers) {
+                    self.publish(FlightState::Shared(found.obj.clone(), audience));
+                }
             }
             let _ = reply.send(Fetched::Shared(found.key, found.obj));
             return;
@@ -238,7 +270,8 @@ impl Fetch {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     tracing::warn!(path = %path, "origin concurrency cap reached");
-                    return self.origin_failed(StatusCode::SERVICE_UNAVAILABLE, reply);
+                    let status = StatusCode::SERVICE_UNAVAILABLE;
+                    return self.origin_failed(status, &request_headers, reply);
                 }
             },
             None => None,
@@ -252,12 +285,13 @@ impl Fetch {
                 self.shared.metrics.origin(started.elapsed(), true);
                 let e: BoxError = e.into();
                 tracing::warn!(error = %e, path = %path, "origin request failed");
-                return self.origin_failed(StatusCode::BAD_GATEWAY, reply);
+                return self.origin_failed(StatusCode::BAD_GATEWAY, &request_headers, reply);
             }
             Err(_) => {
                 self.shared.metrics.origin(started.elapsed(), true);
                 tracing::warn!(path = %path, "origin did not answer in time");
-                return self.origin_failed(StatusCode::GATEWAY_TIMEOUT, reply);
+                let status = StatusCode::GATEWAY_TIMEOUT;
+                return self.origin_failed(status, &request_headers, reply);
             }
         };
         self.shared.metrics.origin(started.elapsed(), false);
@@ -267,7 +301,7 @@ impl Fetch {
         // RFC 5861 §4: a server error may be answered with a stale object.
         if matches!(res.status().as_u16(), 500 | 502 | 503 | 504) {
             if let Some(stale) = self.stale_on_error() {
-                self.publish(FlightState::StaleOnError(stale.clone()));
+                self.publish_stale(&stale, &request_headers);
                 let _ = reply.send(Fetched::StaleOnError(stale));
                 return;
             }
@@ -282,15 +316,14 @@ impl Fetch {
                     let _ = reply.send(Fetched::Edge(StatusCode::BAD_GATEWAY));
                     return;
                 }
-                let obj = self.refresh(
+                let (obj, personal) = self.refresh(
                     &stale,
                     res.headers(),
                     request_time,
                     response_time,
                     &request_headers,
                 );
-                self.publish(FlightState::Done(obj.clone()));
-                let _ = reply.send(Fetched::Done(obj));
+                let _ = reply.send(Fetched::Done(obj, personal));
                 return;
             }
         }
@@ -311,13 +344,21 @@ impl Fetch {
 
         let (head, body) = res.into_parts();
         let origin = head.extensions.get::<crate::OriginUsed>().cloned();
-        let fill = Fill::new(head.status, plan.headers.clone(), plan.initial_age, origin);
+        let audience = plan.audience.clone();
+        let fill = Fill::new(
+            head.status,
+            plan.headers.clone(),
+            plan.initial_age,
+            origin,
+            audience,
+        );
         let reader = fill.reader().expect("a new fill has no released chunks");
         if let Some(guard) = &self.guard {
             guard.publish(FlightState::Streaming(fill.clone()));
         }
         // The viewer may be gone already; the fill goes on for the followers and the store.
-        let _ = reply.send(Fetched::Stream(reader, self.fwd));
+        let personal = plan.personal;
+        let _ = reply.send(Fetched::Stream(reader, self.fwd, personal));
 
         let mut body = pin!(body);
         let mut keeping = true;
@@ -388,6 +429,13 @@ impl Fetch {
         }
     }
 
+    /// Offers the stale object standing in for a failed origin to the followers it is for.
+    fn publish_stale(&self, stale: &Arc<Object>, request_headers: &HeaderMap) {
+        if let Some(audience) = object_audience(stale, request_headers) {
+            self.publish(FlightState::StaleOnError(stale.clone(), audience));
+        }
+    }
+
     /// The stale object, if it may stand in for a failed origin (RFC 5861 §4, within its
     /// `stale-if-error` window or the configured default; never when RFC 9111 §4.2.4 forbids).
     fn stale_on_error(&self) -> Option<Arc<Object>> {
@@ -400,10 +448,15 @@ impl Fetch {
 
     /// The origin failed (error or timeout): stale if allowed, else an edge error, and the
     /// same for every follower.
-    fn origin_failed<B>(self, status: StatusCode, reply: oneshot::Sender<Fetched<B>>) {
+    fn origin_failed<B>(
+        self,
+        status: StatusCode,
+        request_headers: &HeaderMap,
+        reply: oneshot::Sender<Fetched<B>>,
+    ) {
         match self.stale_on_error() {
             Some(stale) => {
-                self.publish(FlightState::StaleOnError(stale.clone()));
+                self.publish_stale(&stale, request_headers);
                 let _ = reply.send(Fetched::StaleOnError(stale));
             }
             None => {
@@ -440,6 +493,17 @@ impl Fetch {
             Err(NoStoreReason::NoFreshness) if error_ttl.is_some() => {}
             other => other?,
         }
+        let strip_set_cookie = self.route.behavior.set_cookie.strips();
+        if !strip_set_cookie && stores_set_cookie(&cc, res.headers()) {
+            return Err(NoStoreReason::SetCookie);
+        }
+        // Every bounded parser fails closed: what was not fully read is not stored.
+        if connection_overflows(res.headers()) {
+            return Err(NoStoreReason::ConnectionLimit);
+        }
+        if !tags_fit(res.headers()) {
+            return Err(NoStoreReason::TagLimit);
+        }
         // Errors are kept for the origin's explicit freshness, else for the error-caching TTL
         // of their status (CloudFront's rule); never for a default TTL or a heuristic.
         let freshness_lifetime =
@@ -451,9 +515,10 @@ impl Fetch {
             .ok_or(NoStoreReason::NoFreshness)?;
         let coding = Coding::of(res.headers());
         let vary = storage_vary(res.headers(), coding);
-        if vary == Vary::Star {
+        // `*`, or more names than the cache reads: never matched, never stored.
+        let Some(audience) = Audience::of(&vary, request_headers) else {
             return Err(NoStoreReason::VaryStar);
-        }
+        };
         let declared = res
             .headers()
             .get(CONTENT_LENGTH)
@@ -464,10 +529,9 @@ impl Fetch {
         }
         let mut headers = res.headers().clone();
         remove_hop_by_hop(&mut headers);
-        // §5.2.2.4, §5.2.2.7: qualified no-cache / private fields are not stored.
-        for name in cc.private_fields.iter().chain(&cc.no_cache_fields) {
-            headers.remove(name);
-        }
+        // §5.2.2.4, §5.2.2.7: qualified no-cache / private fields are not stored, nor, with
+        // `SetCookie::strip`, `Set-Cookie`; the viewer whose request this is still gets them.
+        let personal = withhold(&mut headers, &cc, strip_set_cookie);
         // CloudFront's rules: only these statuses, never `no-transform` (RFC 9110 §7.7), only
         // compressible media types; the size is checked when the body is complete.
         let compressible = self.route.compress
@@ -481,7 +545,9 @@ impl Fetch {
         }
         Ok(Plan {
             headers,
+            personal,
             vary,
+            audience,
             freshness_lifetime,
             initial_age: corrected_initial_age(res.headers(), request_time, response_time),
             rules: ReuseRules::from(&cc),
@@ -490,7 +556,10 @@ impl Fetch {
         })
     }
 
-    /// A stored object updated by a 304 (RFC 9111 §4.3.4).
+    /// A stored object updated by a 304 (RFC 9111 §4.3.4), stored and offered to the
+    /// followers it is for, unless the updated fields forbid sharing it. Returned with the
+    /// fields only this viewer gets (the 304's `Set-Cookie`, fields the updated
+    /// `Cache-Control` keeps out of storage).
     fn refresh(
         &self,
         stale: &Object,
@@ -498,10 +567,17 @@ impl Fetch {
         request_time: SystemTime,
         response_time: SystemTime,
         request_headers: &HeaderMap,
-    ) -> Arc<Object> {
+    ) -> (Arc<Object>, HeaderMap) {
         let mut headers = stale.headers.clone();
         conditional::merge_not_modified(&mut headers, not_modified);
         let (cc, edge_headers) = edge_cache_control(&headers);
+        let mut personal = withhold(&mut headers, &cc, false);
+        for value in not_modified.get_all(http::header::SET_COOKIE) {
+            personal.append(http::header::SET_COOKIE, value.clone());
+        }
+        // The updated fields may forbid storing or sharing, or not be fully readable.
+        let shareable = !(cc.private || (cc.no_store && !cc.must_understand) || cc.overflowed)
+            && tags_fit(&headers);
         let rules = &self.route.rules;
         let freshness_headers = edge_headers.as_ref().unwrap_or(&headers);
         let freshness_lifetime =
@@ -534,12 +610,22 @@ impl Fetch {
             tags: tags_of(&headers),
             headers,
         });
-        self.commit(
-            obj.clone(),
-            &storage_vary(&obj.headers, obj.coding),
-            request_headers,
-        );
-        obj
+        let audience = object_audience(&obj, request_headers);
+        match audience.filter(|_| shareable) {
+            Some(audience) => {
+                self.commit(
+                    obj.clone(),
+                    &storage_vary(&obj.headers, obj.coding),
+                    request_headers,
+                );
+                self.publish(FlightState::Done(obj.clone(), audience));
+            }
+            None => {
+                tracing::debug!(path = %obj.path, "revalidated, but no longer storable");
+                self.shared.store.remove(&self.key);
+            }
+        }
+        (obj, personal)
     }
 
     /// Stores an object under its URL, or under its variant key behind a `Vary` record —
@@ -547,6 +633,10 @@ impl Fetch {
     /// checking means a purge either sees the object in its scan or bumps the generation
     /// before the check. With a shared tier, what stays is written through to it.
     fn commit(&self, obj: Arc<Object>, vary: &Vary, request_headers: &HeaderMap) {
+        if *vary == Vary::Star {
+            // Never matched (RFC 9111 §4.1): never stored, not even under the URL.
+            return;
+        }
         let (key, record) = self.store_under(obj.clone(), vary, request_headers);
         if self.shared.purge_generation.load(Ordering::SeqCst) != self.generation {
             tracing::debug!(path = %obj.path, "purged while filling: not kept");

@@ -15,6 +15,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::Notify;
 
+use crate::collapse::Audience;
+
 /// How a fill ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum End {
@@ -58,6 +60,8 @@ pub(crate) struct Fill {
     pub(crate) initial_age: u64,
     /// Which origin of a group answered, for the viewers' responses.
     pub(crate) origin: Option<crate::OriginUsed>,
+    /// The requests that may read this fill besides the one that started it.
+    pub(crate) audience: Audience,
     state: Mutex<State>,
     consumed: Notify,
     settled: Notify,
@@ -69,12 +73,14 @@ impl Fill {
         headers: HeaderMap,
         initial_age: u64,
         origin: Option<crate::OriginUsed>,
+        audience: Audience,
     ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
             headers,
             initial_age,
             origin,
+            audience,
             state: Mutex::new(State {
                 keep_all: true,
                 ..State::default()
@@ -273,10 +279,15 @@ impl FillReader {
         }
     }
 
-    /// Bytes this reader has yet to receive, when the fill has ended.
-    pub(crate) fn remaining_if_ended(&self) -> Option<u64> {
+    /// Bytes this reader has yet to receive, when the fill has ended complete. A failed
+    /// fill has no known remainder: its reader ends with an error after its last chunk,
+    /// never with a clean end a server could announce early (an end of stream after the
+    /// last chunk, or a `Content-Length` for what was received).
+    pub(crate) fn remaining_if_complete(&self) -> Option<u64> {
         let s = self.fill.lock();
-        s.end?;
+        if s.end != Some(End::Complete) {
+            return None;
+        }
         let pos = s.cursors[self.slot]?;
         Some(
             s.chunks
@@ -303,6 +314,16 @@ mod tests {
     use super::*;
     use std::task::Context;
 
+    fn new_fill() -> Arc<Fill> {
+        Fill::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            0,
+            None,
+            Audience::everyone(),
+        )
+    }
+
     fn poll(r: &mut FillReader) -> Poll<Option<Result<Bytes, FillFailed>>> {
         let waker = Waker::noop();
         r.poll_chunk(&mut Context::from_waker(waker))
@@ -310,7 +331,7 @@ mod tests {
 
     #[test]
     fn readers_joining_late_see_every_chunk() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         fill.push(Bytes::from_static(b"ab"));
         let mut late = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"cd"));
@@ -323,7 +344,7 @@ mod tests {
 
     #[test]
     fn failed_fill_ends_readers_with_an_error() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.finish(End::Failed);
@@ -333,8 +354,37 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_fill_never_reports_a_known_remainder() {
+        // The reader took every chunk, then the origin body failed: nothing may tell the
+        // server the body is over before the reader reports the failure.
+        let fill = new_fill();
+        let mut r = fill.reader().unwrap();
+        fill.push(Bytes::from_static(b"ab"));
+        assert!(matches!(poll(&mut r), Poll::Ready(Some(Ok(_)))));
+        fill.finish(End::Failed);
+        assert_eq!(r.remaining_if_complete(), None);
+        assert!(matches!(poll(&mut r), Poll::Ready(Some(Err(FillFailed)))));
+        // A reader that attaches after the failure knows no length either.
+        let late = fill.reader().unwrap();
+        assert_eq!(late.remaining_if_complete(), None);
+    }
+
+    #[test]
+    fn a_complete_fill_reports_what_is_left() {
+        let fill = new_fill();
+        let mut r = fill.reader().unwrap();
+        fill.push(Bytes::from_static(b"ab"));
+        fill.push(Bytes::from_static(b"cde"));
+        assert_eq!(r.remaining_if_complete(), None);
+        fill.finish(End::Complete);
+        assert_eq!(r.remaining_if_complete(), Some(5));
+        let _ = poll(&mut r);
+        assert_eq!(r.remaining_if_complete(), Some(3));
+    }
+
+    #[test]
     fn without_storage_consumed_chunks_are_released() {
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), 0, None);
+        let fill = new_fill();
         let mut r = fill.reader().unwrap();
         fill.push(Bytes::from_static(b"ab"));
         fill.push(Bytes::from_static(b"cd"));

@@ -43,7 +43,7 @@ pub use behavior::{
     AllowedMethods, Behavior, BehaviorError, CachedMethods, ClientAddr, Cookies, CorsConfig,
     CorsOrigins, FrameOptions, Headers, KeyPolicy, OriginRequestHook, OriginRequestPolicy,
     OriginResponseHook, PathPattern, QueryStrings, ResponseHeadersPolicy,
-    ResponseHeadersPolicyBuilder, TargetOrigin, ViewerProtocolPolicy, ViewerRequestHook,
+    ResponseHeadersPolicyBuilder, SetCookie, TargetOrigin, ViewerProtocolPolicy, ViewerRequestHook,
     ViewerResponseHook, ViewerTls,
 };
 pub use body::CdnBody;

@@ -292,6 +292,8 @@ pub struct OriginUsed {
 }
 
 impl OriginUsed {
+    /// Made by the server's proxy for the origin it reached.
+    #[cfg(feature = "server")]
     pub(crate) fn new(name: Arc<str>, secondary: bool) -> Self {
         Self { name, secondary }
     }

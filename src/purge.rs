@@ -51,6 +51,44 @@ pub(crate) fn tags_of(headers: &HeaderMap) -> Box<[Box<str>]> {
     tags.into_boxed_slice()
 }
 
+/// Whether every tag the response names is one an object keeps: readable text, at most
+/// [`MAX_TAG_LEN`] bytes, at most [`MAX_TAGS_PER_OBJECT`] distinct. A response over a bound
+/// is not stored, so a purge by any of its tags cannot miss it.
+pub(crate) fn tags_fit(headers: &HeaderMap) -> bool {
+    fn fits<'a>(distinct: &mut Vec<&'a str>, tag: &'a str) -> bool {
+        let tag = tag.trim();
+        if tag.is_empty() || distinct.contains(&tag) {
+            return true;
+        }
+        if tag.len() > MAX_TAG_LEN || distinct.len() == MAX_TAGS_PER_OBJECT {
+            return false;
+        }
+        distinct.push(tag);
+        true
+    }
+    let mut distinct = Vec::new();
+    for value in headers.get_all(&SURROGATE_KEY) {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        if !text
+            .split_ascii_whitespace()
+            .all(|t| fits(&mut distinct, t))
+        {
+            return false;
+        }
+    }
+    for value in headers.get_all(&CACHE_TAG) {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        if !text.split(',').all(|t| fits(&mut distinct, t)) {
+            return false;
+        }
+    }
+    true
+}
+
 /// What to invalidate.
 ///
 /// ```
@@ -208,5 +246,30 @@ mod tests {
             .join(" ");
         h.insert(&SURROGATE_KEY, HeaderValue::try_from(many).unwrap());
         assert_eq!(tags_of(&h).len(), MAX_TAGS_PER_OBJECT);
+    }
+
+    #[test]
+    fn tags_over_a_bound_do_not_fit() {
+        let mut h = HeaderMap::new();
+        assert!(tags_fit(&h));
+        let at_bound = (0..MAX_TAGS_PER_OBJECT)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        h.insert(&SURROGATE_KEY, HeaderValue::try_from(at_bound).unwrap());
+        // Repeats and empty members count once or not at all.
+        h.append(&CACHE_TAG, HeaderValue::from_static("t0, t1,, t0"));
+        assert!(tags_fit(&h));
+        h.append(&CACHE_TAG, HeaderValue::from_static("one-more"));
+        assert!(!tags_fit(&h), "one tag past the bound");
+
+        let mut h = HeaderMap::new();
+        let long = "x".repeat(MAX_TAG_LEN + 1);
+        h.insert(&SURROGATE_KEY, HeaderValue::try_from(long).unwrap());
+        assert!(!tags_fit(&h), "a tag longer than the bound");
+
+        let mut h = HeaderMap::new();
+        h.insert(&CACHE_TAG, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert!(!tags_fit(&h), "a line that is not text");
     }
 }

@@ -350,6 +350,25 @@ pub(crate) async fn fill_response<B>(
     res
 }
 
+/// Adds the fields kept out of storage to the response of the viewer whose request brought
+/// them from the origin (its own `Set-Cookie`, fields a qualified `private` names).
+pub(crate) fn with_personal<B>(mut res: Response<B>, personal: HeaderMap) -> Response<B> {
+    if personal.is_empty() {
+        return res;
+    }
+    let headers = res.headers_mut();
+    let mut name = None;
+    for (next, value) in personal {
+        if next.is_some() {
+            name = next;
+        }
+        if let Some(name) = &name {
+            headers.append(name.clone(), value);
+        }
+    }
+    res
+}
+
 pub(crate) fn pass_response<B>(
     shared: &Shared,
     res: Response<B>,

@@ -24,7 +24,7 @@ use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
     edge_error, fill_readable, fill_response, finish, generated, object_response, pass_response,
-    serve_object, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
+    serve_object, with_personal, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
 use crate::rfc::headers::upgrade_protocol;
@@ -511,32 +511,49 @@ where
         fwd,
         request_cc,
     } = lookup;
-    let guard = match shared.flights.join(key) {
-        Join::Leader(guard) => Some(guard),
-        Join::Follower(rx) => {
-            let state = tokio::time::timeout(shared.collapse_timeout, follow(rx)).await;
-            match state {
-                Ok(FlightState::Streaming(fill)) if fill_readable(&fill, viewer.headers) => {
-                    if let Some(reader) = fill.reader() {
-                        return fill_response(shared, reader, viewer, fwd, true).await;
-                    }
+    // Follow the flight for the key; an answer that varies on something this request sends
+    // differently is another variant (RFC 9111 §4.1): follow, or lead, the flight for this
+    // request's own variant instead — once; after that, go to the origin alone.
+    let mut flight = key;
+    let mut own_variant = false;
+    let guard = loop {
+        let rx = match shared.flights.join(flight) {
+            Join::Leader(guard) => break Some(guard),
+            Join::Follower(rx) => rx,
+        };
+        let Ok(state) = tokio::time::timeout(shared.collapse_timeout, follow(rx)).await else {
+            break None;
+        };
+        if let Some(audience) = state.audience() {
+            if !audience.admits(viewer.headers) {
+                if own_variant {
+                    break None;
                 }
-                Ok(FlightState::Done(obj)) => {
-                    return serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
-                }
-                Ok(FlightState::StaleOnError(obj)) => {
-                    return serve_object(shared, key, &obj, viewer, Served::OnError).await;
-                }
-                #[cfg(feature = "redis")]
-                Ok(FlightState::Shared(obj)) => {
-                    return serve_object(shared, key, &obj, viewer, Served::SharedTier).await;
-                }
-                Ok(FlightState::Failed(status)) => return edge_error(shared, status),
-                Ok(FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_))
-                | Err(_) => {}
+                own_variant = true;
+                flight = audience.own_flight(flight, viewer.headers);
+                continue;
             }
-            None
         }
+        match state {
+            FlightState::Streaming(fill) if fill_readable(&fill, viewer.headers) => {
+                if let Some(reader) = fill.reader() {
+                    return fill_response(shared, reader, viewer, fwd, true).await;
+                }
+            }
+            FlightState::Done(obj, _) => {
+                return serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
+            }
+            FlightState::StaleOnError(obj, _) => {
+                return serve_object(shared, key, &obj, viewer, Served::OnError).await;
+            }
+            #[cfg(feature = "redis")]
+            FlightState::Shared(obj, _) => {
+                return serve_object(shared, key, &obj, viewer, Served::SharedTier).await;
+            }
+            FlightState::Failed(status) => return edge_error(shared, status),
+            FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_) => {}
+        }
+        break None;
     };
     // With a stale object that may stand in for the origin, wait for the origin only as long
     // as the budget allows; the origin request goes on and refreshes the object either way.
@@ -571,8 +588,14 @@ where
         None => rx.await,
     };
     match fetched {
-        Ok(Fetched::Stream(reader, fwd)) => fill_response(shared, reader, viewer, fwd, false).await,
-        Ok(Fetched::Done(obj)) => serve_object(shared, key, &obj, viewer, Served::Refreshed).await,
+        Ok(Fetched::Stream(reader, fwd, personal)) => {
+            let res = fill_response(shared, reader, viewer, fwd, false).await;
+            with_personal(res, personal)
+        }
+        Ok(Fetched::Done(obj, personal)) => {
+            let res = serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
+            with_personal(res, personal)
+        }
         Ok(Fetched::StaleOnError(obj)) => {
             serve_object(shared, key, &obj, viewer, Served::OnError).await
         }

@@ -52,12 +52,25 @@ pub enum NoStoreReason {
     Authorization,
     /// The response had no freshness information and no heuristic applied.
     NoFreshness,
-    /// `Vary: *` can never be matched.
+    /// `Vary: *`, a member that is not a field name, or more names than the cache reads
+    /// (`MAX_VARY_FIELDS`): such a `Vary` can never be matched (RFC 9111 §4.1).
     VaryStar,
     /// The body was larger than the per-object maximum.
     TooLarge,
     /// The origin body failed before its end.
     BodyError,
+    /// The response sets a cookie (`Set-Cookie`) and the behavior passes such responses
+    /// instead of storing them without their cookies.
+    SetCookie,
+    /// A caching field (`Cache-Control`, `CDN-Cache-Control`, `Surrogate-Control`) held
+    /// more directives than the cache reads: a response not fully understood is not stored.
+    DirectiveLimit,
+    /// `Connection` named more options than the cache reads, so its hop-by-hop fields are
+    /// not known.
+    ConnectionLimit,
+    /// `Surrogate-Key` / `Cache-Tag` named more tags than an object keeps, a tag longer than
+    /// the bound, or a line that is not text: a purge by tag could miss the object.
+    TagLimit,
 }
 
 impl NoStoreReason {
@@ -74,6 +87,10 @@ impl NoStoreReason {
             NoStoreReason::VaryStar => "vary-star",
             NoStoreReason::TooLarge => "too-large",
             NoStoreReason::BodyError => "body-error",
+            NoStoreReason::SetCookie => "set-cookie",
+            NoStoreReason::DirectiveLimit => "directive-limit",
+            NoStoreReason::ConnectionLimit => "connection-limit",
+            NoStoreReason::TagLimit => "tag-limit",
         }
     }
 }

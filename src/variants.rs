@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, ETAG};
 use http::HeaderMap;
 
-use crate::collapse::{follow, FlightState, Join};
+use crate::collapse::{follow, Audience, FlightState, Join};
 use crate::encoding::{self, Encoding};
 use crate::entry::{weigh, Coding, Object, Slot, Variant};
 use crate::key::CacheKey;
@@ -76,12 +76,15 @@ pub(crate) async fn make_variant(
     obj: &Arc<Object>,
     enc: Encoding,
 ) -> Option<Arc<Object>> {
-    let flight = CacheKey(key.0 ^ (u128::from(enc as u8 + 1) << 120));
+    // One flight per object and coding: the object's address (unique while the leader holds
+    // it) keeps a follower from taking a coding made from another object under the same key.
+    let object = Arc::as_ptr(obj) as usize as u128;
+    let flight = CacheKey(key.0 ^ (u128::from(enc as u8 + 1) << 120) ^ object);
     let guard = match shared.variant_flights.join(flight) {
         Join::Leader(guard) => guard,
         Join::Follower(rx) => {
             return match tokio::time::timeout(shared.collapse_timeout, follow(rx)).await {
-                Ok(FlightState::Done(made)) => Some(made),
+                Ok(FlightState::Done(made, _)) => Some(made),
                 _ => None,
             };
         }
@@ -108,6 +111,6 @@ pub(crate) async fn make_variant(
     if still_stored && made.weight <= shared.store.max_object() {
         shared.store.insert(key, Slot::Object(made.clone()));
     }
-    guard.publish(FlightState::Done(made.clone()));
+    guard.publish(FlightState::Done(made.clone(), Audience::everyone()));
     Some(made)
 }

@@ -22,8 +22,8 @@ pub use methods::{AllowedMethods, CachedMethods};
 pub use pattern::PathPattern;
 pub(crate) use settings::Route;
 pub use settings::{
-    Behavior, ClientAddr, OriginRequestHook, OriginRequestPolicy, OriginResponseHook, TargetOrigin,
-    ViewerRequestHook, ViewerResponseHook, ViewerTls,
+    Behavior, ClientAddr, OriginRequestHook, OriginRequestPolicy, OriginResponseHook, SetCookie,
+    TargetOrigin, ViewerRequestHook, ViewerResponseHook, ViewerTls,
 };
 pub use viewer::ViewerProtocolPolicy;
 

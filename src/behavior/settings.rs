@@ -73,6 +73,50 @@ impl OriginRequestPolicy {
     }
 }
 
+/// What the cache does with an origin response that sets a cookie (`Set-Cookie`).
+///
+/// A stored object never carries `Set-Cookie` to anyone: one viewer's session cookie must
+/// not reach the next viewer of the same URL.
+///
+/// ```
+/// use tower_cdn::{Behavior, SetCookie};
+///
+/// // The default, as nginx, Varnish and Fastly do: such a response is not stored.
+/// let pages = Behavior::new();
+/// // CloudFront's way: stored without its cookies.
+/// let assets = Behavior::new().set_cookie(SetCookie::strip());
+/// assert_eq!(assets.set_cookie_policy(), SetCookie::strip());
+/// assert_eq!(pages.set_cookie_policy(), SetCookie::pass());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetCookie(CookieMode);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum CookieMode {
+    #[default]
+    Pass,
+    Strip,
+}
+
+impl SetCookie {
+    /// The response is not stored: it goes to the viewer that asked, and later requests
+    /// for the URL go to the origin for a while (hit-for-pass), like any response not
+    /// storable for its own reasons. The default.
+    pub fn pass() -> Self {
+        Self(CookieMode::Pass)
+    }
+
+    /// The response is stored without its `Set-Cookie` fields: the viewer whose request
+    /// filled the cache gets its cookies, collapsed followers and later hits do not.
+    pub fn strip() -> Self {
+        Self(CookieMode::Strip)
+    }
+
+    pub(crate) fn strips(self) -> bool {
+        self.0 == CookieMode::Strip
+    }
+}
+
 /// The settings for requests whose path matches a pattern: cache policy, key policy, viewer
 /// rules, response headers and hooks.
 ///
@@ -101,6 +145,7 @@ pub struct Behavior {
     pub(crate) trusted_keys: Option<Arc<KeyGroup>>,
     pub(crate) clock_skew: Duration,
     pub(crate) target_origin: Option<TargetOrigin>,
+    pub(crate) set_cookie: SetCookie,
 }
 
 impl Behavior {
@@ -149,6 +194,18 @@ impl Behavior {
     pub fn compress(mut self, on: bool) -> Self {
         self.compress = Some(on);
         self
+    }
+
+    /// What is done with responses that set cookies (default [`SetCookie::pass`]: not
+    /// stored).
+    pub fn set_cookie(mut self, policy: SetCookie) -> Self {
+        self.set_cookie = policy;
+        self
+    }
+
+    /// The [`SetCookie`] policy of this behavior.
+    pub fn set_cookie_policy(&self) -> SetCookie {
+        self.set_cookie
     }
 
     /// Headers set on every response, hits included.

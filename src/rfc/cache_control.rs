@@ -5,7 +5,10 @@ use http::header::{HeaderMap, HeaderName, CACHE_CONTROL, PRAGMA};
 /// RFC 9111 §1.2.2: a delta-seconds too large to represent is taken as 2^31.
 pub(crate) const DELTA_SECONDS_MAX: u64 = 2_147_483_648;
 
-/// At most this many directives are read across all lines; the rest is ignored.
+/// At most this many directives are read across all lines. Past it the rest is only scanned
+/// for `private`, `no-store` and `no-cache`, and the parse is marked
+/// [`overflowed`](CacheControl::overflowed): a response whose directives were not all read is
+/// not stored.
 pub(crate) const MAX_DIRECTIVES: usize = 64;
 
 /// `max-stale` in a request (RFC 9111 §5.2.1.2): any staleness, or up to a number of seconds.
@@ -40,6 +43,9 @@ pub(crate) struct CacheControl {
     /// Field names of a qualified `private="a, b"` (§5.2.2.7).
     pub(crate) private_fields: Vec<HeaderName>,
     pub(crate) immutable: bool,
+    /// More than [`MAX_DIRECTIVES`] directives: what follows the bound was read only for
+    /// the directives that forbid storing or sharing.
+    pub(crate) overflowed: bool,
 }
 
 impl CacheControl {
@@ -69,12 +75,31 @@ impl CacheControl {
             for (name, value) in Directives::new(line.as_bytes()) {
                 seen += 1;
                 if seen > MAX_DIRECTIVES {
-                    return cc;
+                    cc.overflowed = true;
+                    cc.apply_restrictive(name, value);
+                } else {
+                    cc.apply(name, value);
                 }
-                cc.apply(name, value);
             }
         }
         cc
+    }
+
+    /// Past the bound: only the unqualified directives that forbid storing, sharing or
+    /// reusing without revalidation, compared without allocating.
+    fn apply_restrictive(&mut self, name: &[u8], value: Option<Value<'_>>) {
+        if value.is_some() {
+            // Qualified `private="…"` / `no-cache="…"` name fields; the overflow already
+            // keeps the response from being stored.
+            return;
+        }
+        if name.eq_ignore_ascii_case(b"private") {
+            self.private = true;
+        } else if name.eq_ignore_ascii_case(b"no-store") {
+            self.no_store = true;
+        } else if name.eq_ignore_ascii_case(b"no-cache") {
+            self.no_cache = true;
+        }
     }
 
     /// Parses a request's directives; `Pragma: no-cache` counts as `no-cache` only when there is
@@ -356,9 +381,57 @@ mod tests {
     }
 
     #[test]
-    fn directive_count_is_bounded() {
-        let line = "x, ".repeat(10_000) + "no-store";
-        assert!(!cc(&[&line]).no_store);
+    fn directives_past_the_bound_are_read_only_for_restrictions() {
+        // A hostile list is not read in full, but what forbids storing is still seen.
+        let line = "x, ".repeat(10_000) + "no-store, max-age=5";
+        let c = cc(&[&line]);
+        assert!(c.overflowed);
+        assert!(c.no_store);
+        assert_eq!(c.max_age, None);
+    }
+
+    #[test]
+    fn private_after_the_bound_is_seen_and_marks_overflow() {
+        // RFC 9111 §5.2.2.7: `private` anywhere in the field forbids a shared cache to store.
+        let line = format!("max-age=60, {}private", "ext, ".repeat(MAX_DIRECTIVES));
+        let c = cc(&[&line]);
+        assert_eq!(c.max_age, Some(60));
+        assert!(c.private);
+        assert!(c.overflowed);
+    }
+
+    #[test]
+    fn no_cache_on_a_later_line_past_the_bound_is_seen() {
+        let many = "a, ".repeat(MAX_DIRECTIVES);
+        let c = cc(&["public, max-age=60", &many, "No-Cache"]);
+        assert!(c.no_cache);
+        assert!(c.overflowed);
+    }
+
+    #[test]
+    fn exactly_the_bound_is_not_an_overflow() {
+        let line = vec!["ext"; MAX_DIRECTIVES - 1].join(", ") + ", private";
+        let c = cc(&[&line]);
+        assert!(c.private);
+        assert!(!c.overflowed);
+    }
+
+    #[test]
+    fn qualified_directives_past_the_bound_do_not_read_as_unqualified() {
+        let line = "x, ".repeat(MAX_DIRECTIVES) + "private=\"set-cookie\", no-cache=\"a\"";
+        let c = cc(&[&line]);
+        assert!(c.overflowed);
+        assert!(!c.private && !c.no_cache);
+    }
+
+    #[test]
+    fn an_overflowing_targeted_field_is_still_used() {
+        // RFC 9213: the targeted field governs; an overflow must reach the storage decision.
+        let mut h = HeaderMap::new();
+        let line = "x, ".repeat(MAX_DIRECTIVES + 1);
+        h.insert("cdn-cache-control", HeaderValue::from_str(&line).unwrap());
+        let name = HeaderName::from_static("cdn-cache-control");
+        assert!(CacheControl::parse_field(&h, &name).is_some_and(|c| c.overflowed));
     }
 
     #[test]

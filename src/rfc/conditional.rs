@@ -350,7 +350,9 @@ pub(crate) fn not_modified_selects(stored: &HeaderMap, not_modified: &HeaderMap)
 /// 304 omits are kept. Never taken from the 304: Content-Length (§3.2 names it), the fields
 /// this cache's stored body depends on (Content-Encoding, Content-Range, Transfer-Encoding:
 /// §3.2 lets a cache keep "header fields that the cache's stored response depends upon"), and
-/// hop-by-hop fields, which §3.1 excepts from storage. Call it only when
+/// hop-by-hop fields, which §3.1 excepts from storage. Nor `Set-Cookie`: a shared cache
+/// never keeps one viewer's cookie for the next (§3.2 lets a cache leave a field out; the
+/// 304's cookie reaches only the viewer whose request revalidated). Call it only when
 /// [`not_modified_selects`] is true.
 pub(crate) fn merge_not_modified(stored: &mut HeaderMap, not_modified: &HeaderMap) {
     for name in not_modified.keys() {
@@ -358,7 +360,7 @@ pub(crate) fn merge_not_modified(stored: &mut HeaderMap, not_modified: &HeaderMa
             || *name == header::CONTENT_ENCODING
             || *name == header::CONTENT_RANGE
             || *name == header::TRANSFER_ENCODING;
-        if body_bound || is_hop_by_hop(name, not_modified) {
+        if body_bound || *name == header::SET_COOKIE || is_hop_by_hop(name, not_modified) {
             continue;
         }
         let mut values = not_modified.get_all(name).iter();
@@ -411,6 +413,18 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName, message: &HeaderMap) -> bool {
         }
     }
     false
+}
+
+/// Whether `Connection` lists more than [`MAX_CONNECTION_OPTIONS`] options: then which
+/// fields are hop-by-hop is not known, and the message is not stored.
+pub(crate) fn connection_overflows(message: &HeaderMap) -> bool {
+    message
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter(|option| !trim_ows(option).is_empty())
+        .nth(MAX_CONNECTION_OPTIONS)
+        .is_some()
 }
 
 /// `"x"` → `W/"x"`; an already weak or malformed tag is returned unchanged.
@@ -758,6 +772,39 @@ mod tests {
         assert_eq!(stored.get("x-custom").unwrap(), "kept");
         assert_eq!(stored.get_all(header::VARY).iter().count(), 2);
         assert_eq!(stored.get(header::CONTENT_TYPE).unwrap(), "text/html");
+    }
+
+    // RFC 9111 §3.2: a cache may leave a field out; a shared one never keeps a cookie.
+    #[test]
+    fn merge_never_takes_set_cookie() {
+        let mut stored = stored_response();
+        let nm = request(&[
+            (header::SET_COOKIE, "session=viewer-a"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ]);
+        merge_not_modified(&mut stored, &nm);
+        assert!(stored.get(header::SET_COOKIE).is_none());
+        assert_eq!(stored.get(header::CACHE_CONTROL).unwrap(), "max-age=300");
+    }
+
+    #[test]
+    fn a_connection_list_past_the_bound_overflows() {
+        let at = vec!["x"; MAX_CONNECTION_OPTIONS].join(", ");
+        let over = format!("{at}, y");
+        assert!(!connection_overflows(&request(&[(
+            header::CONNECTION,
+            &at
+        )])));
+        assert!(connection_overflows(&request(&[(
+            header::CONNECTION,
+            &over
+        )])));
+        let split = request(&[(header::CONNECTION, &at), (header::CONNECTION, "z")]);
+        assert!(connection_overflows(&split));
+        assert!(!connection_overflows(&request(&[(
+            header::CONNECTION,
+            " , ,"
+        )])));
     }
 
     // RFC 9111 §3.2 (Content-Length, fields the stored body depends on) and §3.1 (hop-by-hop).

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderMap, AGE, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED};
+use http::header::{HeaderMap, AGE, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE};
 use http::{Method, StatusCode};
 
 use super::cache_control::{delta_seconds, CacheControl};
@@ -62,6 +62,10 @@ pub(crate) fn storable(
     if response_cc.private {
         return Err(NoStoreReason::Private);
     }
+    // Directives past the parser's bound were not read: fail closed.
+    if response_cc.overflowed {
+        return Err(NoStoreReason::DirectiveLimit);
+    }
     if request_headers.contains_key(AUTHORIZATION)
         && !(response_cc.public || response_cc.must_revalidate || response_cc.s_maxage.is_some())
     {
@@ -73,6 +77,20 @@ pub(crate) fn storable(
         return Err(NoStoreReason::NoFreshness);
     }
     Ok(())
+}
+
+/// Whether a stored copy of the response would carry `Set-Cookie` to later viewers: it has
+/// the field, and neither a qualified `private="set-cookie"` (§5.2.2.7) nor a qualified
+/// `no-cache="set-cookie"` (§5.2.2.4) keeps it out of storage. RFC 9111 §7.3 leaves storing
+/// it to the cache; a shared cache that stored it would hand one viewer's session to the
+/// next, so by default such a response is not stored.
+pub(crate) fn stores_set_cookie(cc: &CacheControl, headers: &HeaderMap) -> bool {
+    headers.contains_key(SET_COOKIE)
+        && !cc
+            .private_fields
+            .iter()
+            .chain(&cc.no_cache_fields)
+            .any(|name| *name == SET_COOKIE)
 }
 
 /// Whether the response states its freshness: `s-maxage`, `max-age` or `Expires` (§4.2.1).
@@ -375,6 +393,36 @@ mod tests {
             store(&[], 206, &[("cache-control", "max-age=9")]),
             Err(NoStoreReason::Status)
         );
+    }
+
+    #[test]
+    fn overflowed_cache_control_is_not_stored() {
+        // Fail closed: directives past the bound were not all read.
+        let many = format!("max-age=60, {}", "ext, ".repeat(80));
+        assert_eq!(
+            store(&[], 200, &[("cache-control", &many)]),
+            Err(NoStoreReason::DirectiveLimit)
+        );
+        let private = many + "private";
+        assert_eq!(
+            store(&[], 200, &[("cache-control", &private)]),
+            Err(NoStoreReason::Private)
+        );
+    }
+
+    #[test]
+    fn set_cookie_would_be_stored_unless_a_qualified_directive_names_it() {
+        let with = |cc: &str| {
+            let h = headers(&[("set-cookie", "session=1"), ("cache-control", cc)]);
+            stores_set_cookie(&CacheControl::parse(&h), &h)
+        };
+        assert!(with("max-age=60"));
+        // §5.2.2.7, §5.2.2.4: the named field is not stored, the rest may be.
+        assert!(!with("max-age=60, private=\"Set-Cookie\""));
+        assert!(!with("max-age=60, no-cache=\"set-cookie, x-a\""));
+        assert!(with("max-age=60, private=\"x-a\""));
+        let h = headers(&[("cache-control", "max-age=60")]);
+        assert!(!stores_set_cookie(&CacheControl::parse(&h), &h));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::{
     hosts::HostPattern,
     DistributionConfig, OriginConfig, OriginGroupConfig, OriginProtocol, ViewerProtocol,
 };
-use crate::{AllowedMethods, Behavior, CachePolicy, PathPattern, ViewerProtocolPolicy};
+use crate::{AllowedMethods, Behavior, CachePolicy, PathPattern, SetCookie, ViewerProtocolPolicy};
 
 /// The site sections of one file, as parsed.
 #[derive(Debug, Default)]
@@ -118,6 +118,7 @@ pub(crate) struct BehaviorToml {
     max_ttl: Option<Duration>,
     allowed_methods: Option<MethodsName>,
     compress: Option<bool>,
+    set_cookie: Option<SetCookieName>,
     viewer_protocol: Option<ViewerProtocol>,
     trusted_key_group: Option<Spanned<String>>,
     #[serde(deserialize_with = "de_duration")]
@@ -134,6 +135,16 @@ enum CachePolicyName {
     Optimized,
     /// Nothing is cached.
     Disabled,
+}
+
+/// `set_cookie`: what is done with responses that set cookies.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SetCookieName {
+    /// Not stored (the default).
+    Pass,
+    /// Stored without `Set-Cookie`.
+    Strip,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -555,6 +566,12 @@ impl Context<'_> {
         }
         if let Some(compress) = toml.compress {
             behavior = behavior.compress(compress);
+        }
+        if let Some(set_cookie) = toml.set_cookie {
+            behavior = behavior.set_cookie(match set_cookie {
+                SetCookieName::Pass => SetCookie::pass(),
+                SetCookieName::Strip => SetCookie::strip(),
+            });
         }
         behavior = behavior.viewer_protocol_policy(viewer_policy(
             toml.viewer_protocol.unwrap_or(self.viewer_protocol),
