@@ -83,6 +83,20 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// The most connections open at once from one client (an IPv4 address or an IPv6 /64);
+    /// 0 for no limit [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+
+    /// Time a new connection has to finish the TLS handshake and then to send a complete
+    /// request head; for HTTP/1 also each later one [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+
+    /// Time a connection may stay open with no request in progress [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// Redis shared by several edges, as redis://host:port/ or redis+unix:///path: a second
     /// cache tier and purge fan-out [default: none].
     #[arg(long, value_name = "URL")]
@@ -231,6 +245,9 @@ impl Cli {
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
             redis_url: self.redis_url,
             redis_timeout: self.redis_timeout,
             origin_shield: self.origin_shield.then_some(true),

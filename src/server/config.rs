@@ -67,6 +67,18 @@ pub struct ServerConfig {
     pub viewer_protocol: ViewerProtocol,
     /// The most connections open at once; more are closed as they arrive (default 10,000).
     pub max_connections: usize,
+    /// The most connections open at once from one client, an IPv4 address or an IPv6 /64;
+    /// more are closed as they arrive (default 256, room for many viewers behind one NAT).
+    /// 0 turns the limit off.
+    pub max_connections_per_client: usize,
+    /// How long a new connection has to complete its TLS handshake, and then to send a
+    /// complete first request head, whatever the protocol; for HTTP/1 also each later request
+    /// head (default 10 s). A connection that does not is closed.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in progress (default 60 s); an
+    /// HTTP/2 connection is then closed with GOAWAY. It is closed within a quarter of this
+    /// past the timeout.
+    pub idle_timeout: Duration,
     /// A Redis shared by several edges (`redis://host:port/` or `redis+unix:///path`): a
     /// second cache tier and purge fan-out.
     pub redis_url: Option<String>,
@@ -389,6 +401,9 @@ impl Default for ServerConfig {
             admin_token: None,
             viewer_protocol: ViewerProtocol::AllowAll,
             max_connections: 10_000,
+            max_connections_per_client: 256,
+            header_timeout: super::conn::HEADER_READ_TIMEOUT,
+            idle_timeout: super::conn::DEFAULT_IDLE_TIMEOUT,
             redis_url: None,
             redis_timeout: Duration::from_millis(50),
             origin_shield: false,
@@ -505,6 +520,11 @@ pub(crate) struct ConfigLayer {
     pub(crate) admin_token: Option<String>,
     pub(crate) viewer_protocol: Option<ViewerProtocol>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) header_timeout: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) redis_url: Option<String>,
     #[serde(deserialize_with = "de_duration")]
     pub(crate) redis_timeout: Option<Duration>,
@@ -595,6 +615,11 @@ impl ConfigLayer {
             admin_token: self.admin_token.or(lower.admin_token),
             viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(lower.max_connections_per_client),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             redis_url: self.redis_url.or(lower.redis_url),
             redis_timeout: self.redis_timeout.or(lower.redis_timeout),
             origin_shield: self.origin_shield.or(lower.origin_shield),
@@ -636,6 +661,11 @@ impl ConfigLayer {
             admin_token: self.admin_token,
             viewer_protocol,
             max_connections: self.max_connections.unwrap_or(default.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or(default.max_connections_per_client),
+            header_timeout: self.header_timeout.unwrap_or(default.header_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(default.idle_timeout),
             redis_url: self.redis_url,
             redis_timeout: self.redis_timeout.unwrap_or(default.redis_timeout),
             origin_shield: self.origin_shield.unwrap_or(default.origin_shield),

@@ -62,7 +62,7 @@ pub use config::{
 pub use conn::PeerAddr;
 pub use error::ServerError;
 
-use conn::{serve_connections, Listener};
+use conn::{serve_connections, ConnLimits, Listener};
 use demo::DemoSite;
 use hosts::{DistributionRouter, HostTable};
 use origins::{OriginRouter, Targets};
@@ -87,7 +87,7 @@ pub struct Server {
     admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
-    max_connections: usize,
+    limits: ConnLimits,
 }
 
 /// One distribution, ready to serve: its caching layer and where its origin requests go.
@@ -260,7 +260,12 @@ impl Server {
             origin,
             demo,
             drain_timeout: config.drain_timeout,
-            max_connections: config.max_connections,
+            limits: ConnLimits {
+                max_connections: config.max_connections,
+                per_client: config.max_connections_per_client,
+                header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+            },
         })
     }
 
@@ -360,11 +365,14 @@ impl Server {
                 router,
                 shutdown,
                 self.drain_timeout,
-                64,
+                ConnLimits {
+                    max_connections: 64,
+                    ..self.limits
+                },
             ))
         });
-        let (drain, max) = (self.drain_timeout, self.max_connections);
-        serve_connections(listeners, edge, until_stopped(stopped), drain, max).await;
+        let (drain, limits) = (self.drain_timeout, self.limits);
+        serve_connections(listeners, edge, until_stopped(stopped), drain, limits).await;
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -401,7 +409,7 @@ impl DemoOrigin {
             },
             // The edge has drained already; the demo only has idle pooled connections left.
             Duration::from_secs(1),
-            usize::MAX,
+            ConnLimits::internal(usize::MAX),
         ));
         RunningDemo {
             _site: self.site,
