@@ -350,12 +350,29 @@ pub(crate) async fn fill_response<B>(
     res
 }
 
+/// A response extension set by an inner service on the answer it made for an origin that
+/// gave none (unreachable, timed out, request body over the limit): the edge's error, not the
+/// origin's response, so it is served as an edge error (`X-Cache: Error`, RFC 9211 `detail`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EdgeFailure {
+    /// The Cache-Status `detail` token, e.g. `origin-timeout`.
+    pub(crate) detail: &'static str,
+}
+
 pub(crate) fn pass_response<B>(
     shared: &Shared,
     res: Response<B>,
     fwd: Fwd,
     counted_as: CacheStatus,
 ) -> Response<CdnBody<B>> {
+    if let Some(failure) = res.extensions().get::<EdgeFailure>().copied() {
+        return failed(
+            shared,
+            res.map(CdnBody::origin),
+            fwd.as_str(),
+            failure.detail,
+        );
+    }
     let mut res = res.map(CdnBody::origin);
     shared.metrics.served(counted_as);
     let declared = res
@@ -378,17 +395,38 @@ pub(crate) fn pass_response<B>(
 }
 
 pub(crate) fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<CdnBody<B>> {
-    shared.metrics.served(CacheStatus::Error);
     let reason = status.canonical_reason().unwrap_or("error");
     let mut res = Response::new(CdnBody::full(Bytes::from(format!("{reason}\n"))));
     *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(X_CACHE.clone(), shared.x_cache.error.clone());
-    headers.insert(
+    res.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::try_from(format!("{}; fwd=miss", shared.cache_name)) {
+    let detail = match status.as_u16() {
+        502 => "origin-error",
+        503 => "origin-busy",
+        504 => "origin-timeout",
+        _ => "",
+    };
+    failed(shared, res, "miss", detail)
+}
+
+/// `X-Cache: Error` and `Cache-Status: NAME; fwd=...[; detail=...]` (RFC 9211 §2.2, §2.7)
+/// on an answer the edge made instead of the origin's.
+fn failed<B>(
+    shared: &Shared,
+    mut res: Response<CdnBody<B>>,
+    fwd: &str,
+    detail: &str,
+) -> Response<CdnBody<B>> {
+    shared.metrics.served(CacheStatus::Error);
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE.clone(), shared.x_cache.error.clone());
+    let cache_status = match detail {
+        "" => format!("{}; fwd={fwd}", shared.cache_name),
+        detail => format!("{}; fwd={fwd}; detail={detail}", shared.cache_name),
+    };
+    if let Ok(v) = HeaderValue::try_from(cache_status) {
         headers.insert(CACHE_STATUS.clone(), v);
     }
     res

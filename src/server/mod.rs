@@ -36,6 +36,7 @@ mod conn;
 mod demo;
 mod error;
 mod hosts;
+mod limit;
 mod origins;
 mod proxy;
 mod site;
@@ -45,10 +46,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::Uri;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tower_http::{
-    limit::RequestBodyLimitLayer,
-    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
-};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_layer::Layer;
 use tracing::Level;
 
@@ -65,6 +63,7 @@ pub use error::ServerError;
 use conn::{serve_connections, ConnLimits, Listener};
 use demo::DemoSite;
 use hosts::{DistributionRouter, HostTable};
+use limit::BodyLimit;
 use origins::{OriginRouter, Targets};
 use proxy::GatewayErrors;
 
@@ -234,15 +233,22 @@ impl Server {
                 .add(index, &distribution.hosts)
                 .map_err(|err| invalid(&distribution.name, err))?;
         }
-        let built = distributions
-            .iter()
-            .map(|distribution| Distribution::build(distribution, &config, &targets))
-            .collect::<Result<Vec<_>, _>>()?;
-
         let listener = bind(config.listen).await?;
         let local_addr = local_addr(&listener, config.listen)?;
         let https = HttpsListener::bind(&config, &hosts, &distributions).await?;
         let admin = AdminListener::bind(&config).await?;
+        let distributions = match &https {
+            // Redirects to HTTPS name the HTTPS listener's port (unless a behavior set one).
+            Some(https) => with_https_port(distributions, https.local_addr.port()),
+            None => {
+                warn_redirects_without_https(&distributions);
+                distributions
+            }
+        };
+        let built = distributions
+            .iter()
+            .map(|distribution| Distribution::build(distribution, &config, &targets))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             admin,
             listener,
@@ -313,23 +319,25 @@ impl Server {
             .iter()
             .map(|d| (d.name.clone(), d.cdn.clone()))
             .collect();
+        // Without a limit, `usize::MAX` bytes: the limit then only wraps the body.
+        let limit = self.max_request_body.map_or(usize::MAX, |limit| {
+            usize::try_from(limit).unwrap_or(usize::MAX)
+        });
         let sites = self
             .distributions
             .into_iter()
             .map(|distribution| {
                 // GatewayErrors turns origin failures into 502/504 responses below the
-                // cache, so stale-if-error can stand in for them. Connection upgrades go
-                // through the layer too: its viewer rules apply, then it passes them on.
-                distribution
-                    .cdn
-                    .layer(GatewayErrors::new(distribution.origins))
+                // cache, so stale-if-error can stand in for them; the layer serves them as
+                // its own errors. The body limit's 413 goes the same way. Connection upgrades
+                // go through the layer too: its viewer rules apply, then it passes them on.
+                distribution.cdn.layer(BodyLimit::new(
+                    limit,
+                    GatewayErrors::new(distribution.origins),
+                ))
             })
             .collect();
         let routes = DistributionRouter::new(self.hosts, sites);
-        // Without a limit, `usize::MAX` bytes: the layer then only wraps the body.
-        let limit = self.max_request_body.map_or(usize::MAX, |limit| {
-            usize::try_from(limit).unwrap_or(usize::MAX)
-        });
         // Per-request lines at DEBUG: the access log (target `tower_cdn::access`) is the
         // one line per request operators turn on.
         let edge = TraceLayer::new_for_http()
@@ -337,7 +345,7 @@ impl Server {
             .on_response(DefaultOnResponse::new().level(Level::DEBUG))
             // GatewayErrors already logs origin failures with their cause.
             .on_failure(())
-            .layer(RequestBodyLimitLayer::new(limit).layer(routes));
+            .layer(routes);
         let mut listeners = vec![Listener::plain(self.listener)];
         if let Some(https) = self.https {
             listeners.push(Listener {
@@ -465,6 +473,43 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     server.serve(shutdown).await?;
     tracing::info!("tower-cdn stopped");
     Ok(())
+}
+
+/// The distributions with `port` as the HTTPS port of every behavior's viewer protocol
+/// policy that sets none, so that redirects to HTTPS name the HTTPS listener.
+fn with_https_port(distributions: Vec<DistributionConfig>, port: u16) -> Vec<DistributionConfig> {
+    let fill = |behavior: Behavior| {
+        let policy = behavior.viewer_protocol.or_https_port(port);
+        behavior.viewer_protocol_policy(policy)
+    };
+    distributions
+        .into_iter()
+        .map(|mut distribution| {
+            distribution.default_behavior = fill(distribution.default_behavior);
+            distribution.behaviors = std::mem::take(&mut distribution.behaviors)
+                .into_iter()
+                .map(|(pattern, behavior)| (pattern, fill(behavior)))
+                .collect();
+            distribution
+        })
+        .collect()
+}
+
+/// Warns when plain-HTTP viewers are redirected to HTTPS that this edge does not serve.
+fn warn_redirects_without_https(distributions: &[DistributionConfig]) {
+    for distribution in distributions {
+        let redirects = std::iter::once(&distribution.default_behavior)
+            .chain(distribution.behaviors.iter().map(|(_, behavior)| behavior))
+            .any(|behavior| behavior.viewer_protocol.redirects());
+        if redirects {
+            tracing::warn!(
+                distribution = %distribution.name,
+                "viewers are redirected to HTTPS on port 443, but no HTTPS listener is \
+                 configured (--https-listen / https_listen): only a TLS proxy in front of \
+                 this edge can serve them"
+            );
+        }
+    }
 }
 
 /// The memory store's size without `max_bytes` (the layer's default).

@@ -501,7 +501,7 @@ impl ProxyError {
             Self::Upstream(_) | Self::Other(_) => {
                 "502 Bad Gateway: the origin sent no valid response\n"
             }
-            Self::BodyTooLarge(_) => "413 Content Too Large: the request body is over the limit\n",
+            Self::BodyTooLarge(_) => super::limit::BODY_TOO_LARGE,
         }
     }
 
@@ -510,6 +510,13 @@ impl ProxyError {
         let failure = GatewayFailure {
             status: self.status(),
             message: self.viewer_message(),
+            detail: match self {
+                Self::Timeout(_) => "origin-timeout",
+                Self::ConnectTimeout(_) => "connect-timeout",
+                Self::Connect(_) => "connect-error",
+                Self::Upstream(_) | Self::Other(_) => "origin-error",
+                Self::BodyTooLarge(_) => super::limit::BODY_TOO_LARGE_DETAIL,
+            },
         };
         // The proxy logged the failure with the origin's name; this is the viewer's answer.
         tracing::debug!(
@@ -525,6 +532,8 @@ impl ProxyError {
 struct GatewayFailure {
     status: StatusCode,
     message: &'static str,
+    /// The Cache-Status `detail` the layer answers with.
+    detail: &'static str,
 }
 
 impl GatewayFailure {
@@ -538,6 +547,11 @@ impl GatewayFailure {
         );
         // A transient origin failure must not be kept by any cache on the way.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // The layer serves it as its own error (X-Cache: Error), not as the origin's answer.
+        let detail = self.detail;
+        response
+            .extensions_mut()
+            .insert(crate::respond::EdgeFailure { detail });
         response
     }
 }
