@@ -119,7 +119,8 @@ impl AdminListener {
         };
         let Some(token) = config.admin_token.clone().filter(|t| !t.is_empty()) else {
             return Err(ServerError::InvalidConfig(
-                "admin_listen needs an admin token (--admin-token or TOWER_CDN_ADMIN_TOKEN)"
+                "admin_listen needs admin_token = \"...\" (or --admin-token, or \
+                 TOWER_CDN_ADMIN_TOKEN in the environment)"
                     .to_owned(),
             ));
         };
@@ -160,7 +161,9 @@ impl HttpsListener {
             let certificates = distributions.iter().any(|d| d.tls_cert.is_some());
             if config.tls_cert.is_some() || config.tls_key.is_some() || certificates {
                 return Err(ServerError::InvalidConfig(
-                    "certificates are configured but https_listen is not".to_owned(),
+                    "certificates (tls_cert, tls_key) are configured but no HTTPS listener: \
+                     add https_listen = \"0.0.0.0:443\" (or --https-listen ADDR)"
+                        .to_owned(),
                 ));
             }
             return Ok(None);
@@ -613,7 +616,8 @@ impl Distribution {
             builder = builder.shared_tier(tier);
         } else if config.origin_shield {
             return Err(ServerError::InvalidConfig(
-                "origin_shield needs redis_url".to_owned(),
+                "origin_shield needs redis_url = \"redis://HOST:PORT/\" (or --redis-url URL)"
+                    .to_owned(),
             ));
         }
         for configure in &distribution.configure {
@@ -629,7 +633,8 @@ impl Distribution {
 }
 
 /// For example `tower-cdn listening on http://127.0.0.1:8080 and https://127.0.0.1:8443
-/// (self-signed certificate), origin http://127.0.0.1:40123 (built-in demo)`.
+/// (self-signed certificate), origin http://127.0.0.1:40123 (built-in demo); admin on
+/// http://127.0.0.1:9090`.
 fn startup_line(server: &Server) -> String {
     let origins = if server.origins.is_empty() {
         let origin = server.origin();
@@ -664,8 +669,12 @@ fn startup_line(server: &Server) -> String {
         (Some(addr), None) => format!(" and https://{addr}"),
         (None, _) => String::new(),
     };
+    let admin = match server.admin_addr() {
+        Some(addr) => format!("; admin on http://{addr}"),
+        None => String::new(),
+    };
     format!(
-        "tower-cdn listening on http://{}{https}, {origins}{sites}",
+        "tower-cdn listening on http://{}{https}, {origins}{sites}{admin}",
         server.local_addr()
     )
 }
