@@ -517,7 +517,7 @@ pub(crate) fn finish<B>(
         }
         None => res,
     };
-    access_log(exchange, &res);
+    access_log(shared, exchange, &res);
     res
 }
 
@@ -593,11 +593,17 @@ impl OwnedExchange {
 }
 
 /// One event per request, with CloudFront standard-log style fields, at INFO on the
-/// `tower_cdn::access` target (filter it like any tracing target).
-fn access_log<B>(exchange: &Exchange<'_>, res: &Response<B>) {
+/// `tower_cdn::access` target (filter it like any tracing target). `client` is the viewer as
+/// the trusted proxies resolve it (`X-Forwarded-For`), `peer` the connection's address;
+/// fields are only computed when the event is enabled.
+fn access_log<B>(shared: &Shared, exchange: &Exchange<'_>, res: &Response<B>) {
+    let viewer = |peer: IpAddr| {
+        crate::client::viewer_ip(peer, exchange.headers, &shared.trusted_proxies).to_string()
+    };
     tracing::info!(
         target: "tower_cdn::access",
-        client = %exchange.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        client = %exchange.client.map_or_else(|| "-".to_owned(), viewer),
+        peer = %exchange.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
         method = %exchange.method,
         host = %exchange.headers.get(HOST).and_then(|v| v.to_str().ok()).or(exchange.uri.host()).unwrap_or("-"),
         uri = %exchange.uri.path(),

@@ -317,6 +317,12 @@ where
         let request = self
             .to_origin_request(request)
             .map(|body| body.map_err(Into::into).boxed_unsync());
+        // The address tried, for the log (never for the viewer): with a match-viewer origin
+        // it depends on the viewer's protocol (http_port / https_port).
+        let (scheme, address) = (
+            request.uri().scheme().cloned(),
+            request.uri().authority().cloned(),
+        );
         let sent = self.origin.client.request(request);
         let timeout = self.timeout;
         let origin = self.origin.clone();
@@ -328,7 +334,12 @@ where
             };
             let mut response = answer.inspect_err(|err| {
                 origin.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(origin = %origin.name, "origin request failed: {err}");
+                let scheme = scheme.as_ref().map_or("http", Scheme::as_str);
+                let address = address.as_ref().map_or("-", Authority::as_str);
+                tracing::warn!(
+                    origin = %origin.name,
+                    "origin request to {scheme}://{address} failed: {err}"
+                );
             })?;
             let upgraded = match viewer_upgrade {
                 Some(viewer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
