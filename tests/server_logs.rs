@@ -161,3 +161,36 @@ async fn a_failed_origin_connection_names_the_address_tried_in_the_log_only() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_redirect_to_https_without_an_https_listener_and_a_self_signed_site_are_logged() {
+    let logs = Captured::default();
+    let _guard = logs.install("warn");
+    within(async {
+        let mut config = ServerConfig::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.origin = Some("http://127.0.0.1:9".parse().unwrap());
+        config.viewer_protocol = tower_cdn::server::ViewerProtocol::RedirectToHttps;
+        let _server = Server::bind(config).await.unwrap();
+        let text = logs.text();
+        assert!(
+            text.contains("no HTTPS listener is configured (--https-listen / https_listen)"),
+            "{text}"
+        );
+
+        // With an HTTPS listener and no certificate, the generated one is said to be served.
+        let mut config = ServerConfig::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.origin = Some("http://127.0.0.1:9".parse().unwrap());
+        config.distributions = vec![DistributionConfig::new("blog").hosts(["blog.test"])];
+        let _server = Server::bind(config).await.unwrap();
+        let text = logs.text();
+        assert!(
+            text.contains("get the generated self-signed certificate for localhost"),
+            "{text}"
+        );
+        assert!(text.contains("distribution=blog"), "{text}");
+    })
+    .await;
+}
