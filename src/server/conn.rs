@@ -598,6 +598,44 @@ mod tests {
     }
 
     #[test]
+    fn clients_are_ipv4_addresses_and_ipv6_64s() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client_of(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:3::1")),
+            client_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    #[test]
+    fn a_client_gets_its_slots_back() {
+        let counts = Arc::new(ClientCounts::new(2));
+        let a = "2001:db8::1".parse().unwrap();
+        let same_64 = "2001:db8::2".parse().unwrap();
+        let first = ClientCounts::admit(&counts, a).unwrap();
+        let second = ClientCounts::admit(&counts, same_64).unwrap();
+        assert!(ClientCounts::admit(&counts, a).is_none());
+        assert!(ClientCounts::admit(&counts, "2001:db8:0:1::1".parse().unwrap()).is_some());
+        drop(first);
+        let third = ClientCounts::admit(&counts, a).unwrap();
+        drop((second, third));
+        assert!(counts.open.lock().unwrap().is_empty());
+        // 0: no limit, nothing counted.
+        let unlimited = Arc::new(ClientCounts::new(0));
+        let slots: Vec<_> = (0..1000)
+            .map(|_| ClientCounts::admit(&unlimited, a).unwrap())
+            .collect();
+        assert_eq!(slots.len(), 1000);
+        assert!(unlimited.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
     fn tls_requests_get_an_https_uri() {
         let request = Request::get("/a?b=c")
             .header(header::HOST, "www.example.test")
