@@ -292,6 +292,7 @@ pub struct OriginUsed {
 }
 
 impl OriginUsed {
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn new(name: Arc<str>, secondary: bool) -> Self {
         Self { name, secondary }
     }

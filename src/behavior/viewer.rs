@@ -65,6 +65,7 @@ impl ViewerProtocolPolicy {
     }
 
     /// Sets the HTTPS port unless one was set already: a server fills in its listener's port.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn or_https_port(mut self, port: u16) -> Self {
         self.https_port = self.https_port.or(Some(port));
         self
