@@ -848,6 +848,21 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_from_the_file() {
+        let config = ConfigLayer::from_toml(
+            "max_connections_per_client = 8\nheader_timeout = \"2s\"\nidle_timeout = \"30s\"\n",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(config.max_connections_per_client, 8);
+        assert_eq!(config.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        let err = ConfigLayer::from_toml("header_timeout = 2\n").unwrap_err();
+        assert!(err.contains("header_timeout"), "{err}");
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(
             parse_socket_addr("localhost:8080"),
