@@ -119,8 +119,8 @@ impl AdminListener {
         };
         let Some(token) = config.admin_token.clone().filter(|t| !t.is_empty()) else {
             return Err(ServerError::InvalidConfig(
-                "admin_listen needs admin_token = \"...\" (or --admin-token, or \
-                 TOWER_CDN_ADMIN_TOKEN in the environment)"
+                "admin_listen needs an admin token: add admin_token = \"...\" (or \
+                 --admin-token, or TOWER_CDN_ADMIN_TOKEN in the environment)"
                     .to_owned(),
             ));
         };
