@@ -232,10 +232,11 @@ async fn one_client_address_cannot_take_more_than_its_connections() {
     within(async {
         let (origin, _) = start_origin().await;
         let mut config = edge_config(origin);
-        config.listen = "0.0.0.0:0".parse().unwrap();
         config.max_connections_per_client = 3;
         let edge = start_edge(config).await;
-        let addr = SocketAddr::from(([127, 0, 0, 1], edge.addr.port()));
+        // Clients bind their side to a loopback address of their own (127.0.0.0/8 is all
+        // loopback) and connect to the edge on 127.0.0.1.
+        let addr = edge.addr;
 
         // Three connections from 127.0.0.1, held open: each is served.
         let mut held = Vec::new();
