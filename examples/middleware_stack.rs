@@ -26,8 +26,10 @@ use tracing::Level;
 
 #[tokio::main]
 async fn main() {
+    // Colors only for a terminal: piped into a file or `grep`, the log stays plain text.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     let origin_calls = Arc::new(AtomicUsize::new(0));

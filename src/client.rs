@@ -16,13 +16,18 @@ const MAX_FORWARDED_HOPS: usize = 16;
 /// by default: with no trusted proxies, forwarding headers are ignored.
 pub(crate) fn client_ip<B>(req: &Request<B>, trusted: &[IpRange]) -> Option<IpAddr> {
     let peer = req.extensions().get::<ClientAddr>()?.0.ip();
+    Some(viewer_ip(peer, req.headers(), trusted))
+}
+
+/// [`client_ip`] for a connection from `peer` that sent `headers`.
+pub(crate) fn viewer_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAddr {
     if trusted.is_empty() || !trusted.iter().any(|r| r.contains(peer)) {
-        return Some(peer);
+        return peer;
     }
-    forwarded_for(req.headers())
+    forwarded_for(headers)
         .take(MAX_FORWARDED_HOPS)
         .find(|ip| !trusted.iter().any(|r| r.contains(*ip)))
-        .or(Some(peer))
+        .unwrap_or(peer)
 }
 
 /// `X-Forwarded-For` entries, right-most (nearest) first; unparsable ones end the walk.

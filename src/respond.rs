@@ -369,12 +369,29 @@ pub(crate) fn with_personal<B>(mut res: Response<B>, personal: HeaderMap) -> Res
     res
 }
 
+/// A response extension set by an inner service on the answer it made for an origin that
+/// gave none (unreachable, timed out, request body over the limit): the edge's error, not the
+/// origin's response, so it is served as an edge error (`X-Cache: Error`, RFC 9211 `detail`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EdgeFailure {
+    /// The Cache-Status `detail` token, e.g. `origin-timeout`.
+    pub(crate) detail: &'static str,
+}
+
 pub(crate) fn pass_response<B>(
     shared: &Shared,
     res: Response<B>,
     fwd: Fwd,
     counted_as: CacheStatus,
 ) -> Response<CdnBody<B>> {
+    if let Some(failure) = res.extensions().get::<EdgeFailure>().copied() {
+        return failed(
+            shared,
+            res.map(CdnBody::origin),
+            fwd.as_str(),
+            failure.detail,
+        );
+    }
     let mut res = res.map(CdnBody::origin);
     shared.metrics.served(counted_as);
     let declared = res
@@ -397,17 +414,38 @@ pub(crate) fn pass_response<B>(
 }
 
 pub(crate) fn edge_error<B>(shared: &Shared, status: StatusCode) -> Response<CdnBody<B>> {
-    shared.metrics.served(CacheStatus::Error);
     let reason = status.canonical_reason().unwrap_or("error");
     let mut res = Response::new(CdnBody::full(Bytes::from(format!("{reason}\n"))));
     *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(X_CACHE.clone(), shared.x_cache.error.clone());
-    headers.insert(
+    res.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::try_from(format!("{}; fwd=miss", shared.cache_name)) {
+    let detail = match status.as_u16() {
+        502 => "origin-error",
+        503 => "origin-busy",
+        504 => "origin-timeout",
+        _ => "",
+    };
+    failed(shared, res, "miss", detail)
+}
+
+/// `X-Cache: Error` and `Cache-Status: NAME; fwd=...[; detail=...]` (RFC 9211 §2.2, §2.7)
+/// on an answer the edge made instead of the origin's.
+fn failed<B>(
+    shared: &Shared,
+    mut res: Response<CdnBody<B>>,
+    fwd: &str,
+    detail: &str,
+) -> Response<CdnBody<B>> {
+    shared.metrics.served(CacheStatus::Error);
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE.clone(), shared.x_cache.error.clone());
+    let cache_status = match detail {
+        "" => format!("{}; fwd={fwd}", shared.cache_name),
+        detail => format!("{}; fwd={fwd}; detail={detail}", shared.cache_name),
+    };
+    if let Ok(v) = HeaderValue::try_from(cache_status) {
         headers.insert(CACHE_STATUS.clone(), v);
     }
     res
@@ -498,7 +536,7 @@ pub(crate) fn finish<B>(
         }
         None => res,
     };
-    access_log(exchange, &res);
+    access_log(shared, exchange, &res);
     res
 }
 
@@ -574,11 +612,17 @@ impl OwnedExchange {
 }
 
 /// One event per request, with CloudFront standard-log style fields, at INFO on the
-/// `tower_cdn::access` target (filter it like any tracing target).
-fn access_log<B>(exchange: &Exchange<'_>, res: &Response<B>) {
+/// `tower_cdn::access` target (filter it like any tracing target). `client` is the viewer as
+/// the trusted proxies resolve it (`X-Forwarded-For`), `peer` the connection's address;
+/// fields are only computed when the event is enabled.
+fn access_log<B>(shared: &Shared, exchange: &Exchange<'_>, res: &Response<B>) {
+    let viewer = |peer: IpAddr| {
+        crate::client::viewer_ip(peer, exchange.headers, &shared.trusted_proxies).to_string()
+    };
     tracing::info!(
         target: "tower_cdn::access",
-        client = %exchange.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        client = %exchange.client.map_or_else(|| "-".to_owned(), viewer),
+        peer = %exchange.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
         method = %exchange.method,
         host = %exchange.headers.get(HOST).and_then(|v| v.to_str().ok()).or(exchange.uri.host()).unwrap_or("-"),
         uri = %exchange.uri.path(),

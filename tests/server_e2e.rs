@@ -361,6 +361,15 @@ async fn unreachable_origin_gives_502() {
             header_str(response.headers(), "cache-control"),
             Some("no-store")
         );
+        // The edge's own answer, not the origin's: an error (RFC 9211 §2.7 detail).
+        assert_eq!(
+            header_str(response.headers(), "x-cache"),
+            Some("Error from tower-cdn")
+        );
+        assert_eq!(
+            header_str(response.headers(), "cache-status"),
+            Some("tower-cdn; fwd=uri-miss; detail=connect-error")
+        );
     })
     .await;
 }
@@ -377,6 +386,14 @@ async fn slow_origin_gives_504_after_the_timeout() {
 
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         assert!(response.body().starts_with(b"504 Gateway Timeout"));
+        assert_eq!(
+            header_str(response.headers(), "x-cache"),
+            Some("Error from tower-cdn")
+        );
+        assert_eq!(
+            header_str(response.headers(), "cache-status"),
+            Some("tower-cdn; fwd=uri-miss; detail=origin-timeout")
+        );
     })
     .await;
 }
@@ -472,7 +489,37 @@ async fn http_is_redirected_to_https_when_configured() {
 
         assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
         let location = header_str(response.headers(), "location").unwrap();
-        assert_eq!(location, format!("https://{}/echo?x=1", edge.addr));
+        // No HTTPS listener here: HTTPS is on 443 (a TLS proxy in front), never on the
+        // plain-HTTP port the viewer used.
+        assert_eq!(location, format!("https://{}/echo?x=1", edge.addr.ip()));
+        assert_eq!(origin.hits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_redirect_to_https_names_the_https_listeners_port() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.viewer_protocol = ViewerProtocol::RedirectToHttps;
+        let server = Server::bind(config).await.unwrap();
+        let https = server.https_addr().unwrap();
+        let addr = server.local_addr();
+        let (_stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+
+        let response = fetch(addr, "/p?x=1").await;
+
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            header_str(response.headers(), "location").unwrap(),
+            format!("https://127.0.0.1:{}/p?x=1", https.port())
+        );
+        assert_ne!(https.port(), addr.port());
         assert_eq!(origin.hits(), 0);
     })
     .await;

@@ -249,12 +249,24 @@ async fn request_bodies_over_the_limit_get_413() {
             .unwrap();
         let response = sized.request(large).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let x_cache = response.headers().get("x-cache").cloned();
+        let declared = response.into_body().collect().await.unwrap().to_bytes();
 
         // Over it, in chunks: cut off while streaming.
         let large = Request::post(&uri).body(chunks(16, 256)).unwrap();
         let response = client.request(large).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(origin.uploads.load(Ordering::SeqCst), 1);
+
+        // Either way the viewer reads one answer, the edge's error.
+        assert_eq!(x_cache.as_ref().unwrap(), "Error from tower-cdn");
+        assert_eq!(response.headers().get("x-cache"), x_cache.as_ref());
+        let streamed = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(declared, streamed);
+        assert_eq!(
+            declared,
+            "413 Content Too Large: the request body is over the limit\n"
+        );
     })
     .await;
 }

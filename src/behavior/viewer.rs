@@ -7,7 +7,11 @@ use http::{Method, Response, StatusCode, Version};
 /// What the edge does with viewers that connect over plain HTTP, like CloudFront's viewer
 /// protocol policy. The default is [`allow_all`](Self::allow_all).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ViewerProtocolPolicy(Kind);
+pub struct ViewerProtocolPolicy {
+    kind: Kind,
+    /// The port HTTPS is served on, for redirects; `None` for 443.
+    https_port: Option<u16>,
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Kind {
@@ -20,27 +24,67 @@ enum Kind {
 impl ViewerProtocolPolicy {
     /// HTTP and HTTPS are both served.
     pub fn allow_all() -> Self {
-        Self(Kind::AllowAll)
+        Self::of(Kind::AllowAll)
     }
 
     /// HTTP `GET` and `HEAD` are redirected to HTTPS with `301`; other methods get `307` on
     /// HTTP/1.1 and later, `403` on HTTP/1.0 (which has no `307`).
+    ///
+    /// The redirect names the request's host on port 443 (the port the viewer used for HTTP
+    /// is dropped), or on [`https_port`](Self::https_port) when it is set.
     pub fn redirect_to_https() -> Self {
-        Self(Kind::RedirectToHttps)
+        Self::of(Kind::RedirectToHttps)
     }
 
     /// HTTP requests are refused with `403`.
     pub fn https_only() -> Self {
-        Self(Kind::HttpsOnly)
+        Self::of(Kind::HttpsOnly)
+    }
+
+    /// The port the edge serves HTTPS on, named in redirects when it is not 443.
+    ///
+    /// ```
+    /// use tower_cdn::ViewerProtocolPolicy;
+    ///
+    /// let policy = ViewerProtocolPolicy::redirect_to_https().https_port(8443);
+    /// assert_eq!(policy.https_port_or_default(), 8443);
+    /// ```
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = Some(port);
+        self
+    }
+
+    /// The port redirects point at: [`https_port`](Self::https_port), or 443.
+    pub fn https_port_or_default(&self) -> u16 {
+        self.https_port.unwrap_or(443)
+    }
+
+    /// Whether plain-HTTP viewers are redirected to HTTPS.
+    pub fn redirects(&self) -> bool {
+        self.kind == Kind::RedirectToHttps
+    }
+
+    /// Sets the HTTPS port unless one was set already: a server fills in its listener's port.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn or_https_port(mut self, port: u16) -> Self {
+        self.https_port = self.https_port.or(Some(port));
+        self
+    }
+
+    const fn of(kind: Kind) -> Self {
+        Self {
+            kind,
+            https_port: None,
+        }
     }
 }
 
 /// Decides a request under `policy`: `None` to proceed, or the response to send instead.
 ///
 /// The redirect keeps the host, path and query. The host is the `Host` header, or the URI
-/// authority when there is none (HTTP/2); a redirect without a usable host is a `400`. A
-/// `:80` port is dropped from the redirect, since it would point HTTPS at the HTTP port;
-/// other ports are kept.
+/// authority when there is none (HTTP/2); a redirect without a usable host is a `400`. The
+/// port the viewer used is the HTTP port and is never kept: the redirect names the policy's
+/// HTTPS port when it is not 443, else none.
 pub(crate) fn viewer_protocol(
     policy: &ViewerProtocolPolicy,
     method: &Method,
@@ -52,7 +96,7 @@ pub(crate) fn viewer_protocol(
     if is_https {
         return None;
     }
-    match policy.0 {
+    match policy.kind {
         Kind::AllowAll => None,
         Kind::HttpsOnly => Some(status(StatusCode::FORBIDDEN)),
         Kind::RedirectToHttps => {
@@ -67,7 +111,7 @@ pub(crate) fn viewer_protocol(
             if code == StatusCode::FORBIDDEN {
                 return Some(status(code));
             }
-            match https_location(uri, host) {
+            match https_location(uri, host, policy.https_port_or_default()) {
                 Some(location) => {
                     let mut res = status(code);
                     res.headers_mut().insert(LOCATION, location);
@@ -85,8 +129,8 @@ fn status(code: StatusCode) -> Response<()> {
     res
 }
 
-/// `https://{host}{path}?{query}`, or `None` without a usable host.
-fn https_location(uri: &Uri, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+/// `https://{host}[:{port}]{path}?{query}`, or `None` without a usable host.
+fn https_location(uri: &Uri, host: Option<&HeaderValue>, port: u16) -> Option<HeaderValue> {
     let authority = match host {
         Some(h) => Authority::try_from(h.as_bytes()).ok()?,
         None => uri.authority()?.clone(),
@@ -95,18 +139,27 @@ fn https_location(uri: &Uri, host: Option<&HeaderValue>) -> Option<HeaderValue> 
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return None;
     }
-    let host = match authority.port_u16() {
-        Some(80) => authority.as_str().rsplit_once(':')?.0,
+    // The host as written, brackets of an IPv6 literal included, without the port.
+    let host = match authority.as_str().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => host,
         _ => authority.as_str(),
     };
     let path = match uri.path() {
         p if p.starts_with('/') => p,
         _ => "/",
     };
-    let location = match uri.query() {
-        Some(q) => format!("https://{host}{path}?{q}"),
-        None => format!("https://{host}{path}"),
-    };
+    let mut location = String::with_capacity(16 + host.len() + path.len());
+    location.push_str("https://");
+    location.push_str(host);
+    if port != 443 {
+        location.push(':');
+        location.push_str(itoa::Buffer::new().format(port));
+    }
+    location.push_str(path);
+    if let Some(q) = uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
     HeaderValue::try_from(location).ok()
 }
 
@@ -308,10 +361,13 @@ mod tests {
             "https://a.example/p"
         );
         assert_eq!(location(get("/p", Some("[::1]:80"))), "https://[::1]/p");
+        // The viewer's port is the HTTP listener's: HTTPS is on 443 unless the policy says.
         assert_eq!(
             location(get("/p", Some("a.example:8080"))),
-            "https://a.example:8080/p"
+            "https://a.example/p"
         );
+        assert_eq!(location(get("/p", Some("[::1]:8080"))), "https://[::1]/p");
+        assert_eq!(location(get("/p", Some("[::1]"))), "https://[::1]/p");
         assert_eq!(
             location(get("/p?", Some("a.example"))),
             "https://a.example/p?"
@@ -320,6 +376,44 @@ mod tests {
         assert_eq!(code(get("/p", Some("evil@a.example"))), Some(400));
         assert_eq!(code(get("/p", Some("a b"))), Some(400));
         assert_eq!(code(get("/p", Some(""))), Some(400));
+    }
+
+    #[test]
+    fn redirect_names_the_https_port() {
+        let location = |policy: ViewerProtocolPolicy, host: &'static str| {
+            let uri: Uri = "/p?q=1".parse().unwrap();
+            let host = HeaderValue::from_static(host);
+            viewer_protocol(
+                &policy,
+                &Method::GET,
+                Version::HTTP_11,
+                false,
+                &uri,
+                Some(&host),
+            )
+            .unwrap()
+            .headers()[LOCATION]
+                .clone()
+        };
+        let policy = ViewerProtocolPolicy::redirect_to_https().https_port(18443);
+        assert_eq!(
+            location(policy, "127.0.0.1:18001"),
+            "https://127.0.0.1:18443/p?q=1"
+        );
+        assert_eq!(
+            location(policy, "a.example"),
+            "https://a.example:18443/p?q=1"
+        );
+        assert_eq!(location(policy, "[::1]:80"), "https://[::1]:18443/p?q=1");
+        let policy = ViewerProtocolPolicy::redirect_to_https().https_port(443);
+        assert_eq!(
+            location(policy, "a.example:8080"),
+            "https://a.example/p?q=1"
+        );
+        // A port set in code is kept when the server fills in its listener's.
+        assert_eq!(policy.or_https_port(8443).https_port_or_default(), 443);
+        let filled = ViewerProtocolPolicy::redirect_to_https().or_https_port(8443);
+        assert_eq!(filled.https_port_or_default(), 8443);
     }
 
     fn https(uri: &str, headers: &[(&'static str, &'static str)], tls: bool, trust: bool) -> bool {

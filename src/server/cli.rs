@@ -4,7 +4,7 @@ use clap::Parser;
 use http::Uri;
 
 use super::{
-    config::{parse_duration, parse_origin, ConfigLayer},
+    config::{parse_duration, parse_origin, parse_size, parse_socket_addr, ConfigLayer},
     HostHeader, ServerConfig, ServerError, ViewerProtocol,
 };
 
@@ -30,15 +30,15 @@ pub struct Cli {
     #[arg(long, value_name = "URL", value_parser = parse_origin)]
     pub origin: Option<Uri>,
 
-    /// Address to accept viewers on [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
+    /// Address to accept viewers on, IP:PORT or localhost:PORT [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
     pub listen: Option<SocketAddr>,
 
     /// Address to also accept viewers on over HTTPS [default: none].
     ///
     /// Without --tls-cert and --tls-key, a self-signed certificate for localhost is
     /// generated at start, for local use.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
     pub https_listen: Option<SocketAddr>,
 
     /// PEM certificate chain for the HTTPS listener, leaf first.
@@ -54,8 +54,9 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub origin_ca: Option<PathBuf>,
 
-    /// Largest request body forwarded to the origin, in bytes; larger ones get 413 [default: no limit].
-    #[arg(long, value_name = "BYTES")]
+    /// Largest request body forwarded to the origin, in bytes or with a unit (64KiB, 1MB);
+    /// larger ones get 413 [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_request_body: Option<u64>,
 
     /// TOML file with settings (origin, listen, max_bytes, ...); flags override it.
@@ -63,7 +64,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Address for the admin router (POST /purge, GET /stats, GET /metrics).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Bearer token the admin router requires.
@@ -83,6 +84,20 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// The most connections open at once from one client (an IPv4 address or an IPv6 /64);
+    /// 0 for no limit [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+
+    /// Time a new connection has to finish the TLS handshake and then to send a complete
+    /// request head; for HTTP/1 also each later one [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+
+    /// Time a connection may stay open with no request in progress [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// Redis shared by several edges, as redis://host:port/ or redis+unix:///path: a second
     /// cache tier and purge fan-out [default: none].
     #[arg(long, value_name = "URL")]
@@ -96,8 +111,9 @@ pub struct Cli {
     #[arg(long)]
     pub origin_shield: bool,
 
-    /// The memory store's size in bytes [default: 256 MiB].
-    #[arg(long, value_name = "BYTES")]
+    /// The memory store's size, in bytes or with a unit: KB, MB, GB are powers of 1000,
+    /// KiB, MiB, GiB of 1024 [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_bytes: Option<u64>,
 
     /// Which Host header the origin receives [default: viewer].
@@ -144,7 +160,11 @@ impl PublicKeyArgs {
     pub fn entry(&self) -> Result<String, ServerError> {
         use base64::Engine as _;
         let bad = |e: &dyn std::fmt::Display| {
-            ServerError::InvalidConfig(format!("public-key: {}: {e}", self.key_file.display()))
+            ServerError::Command(format!(
+                "public-key: {}: {e}; --key-file names the file of 32 raw bytes that \
+                 `tower-cdn sign` signs with",
+                self.key_file.display()
+            ))
         };
         let seed = std::fs::read(&self.key_file).map_err(|e| bad(&e))?;
         let seed: [u8; 32] = seed
@@ -177,7 +197,7 @@ pub struct SignArgs {
     /// The key is an HMAC-SHA256 secret rather than an Ed25519 seed.
     #[arg(long)]
     pub hmac: bool,
-    /// Seconds the URL stays valid [default: 3600].
+    /// Seconds the URL stays valid.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub valid_for: u64,
     /// A custom policy's resource pattern (with `*` / `?`) instead of a canned policy.
@@ -189,8 +209,10 @@ impl SignArgs {
     /// The signed URL.
     pub fn sign(&self, now_epoch_secs: u64) -> Result<String, ServerError> {
         use crate::signing::{CustomPolicy, Signer, SigningKey};
-        let bad = |e: &dyn std::fmt::Display| ServerError::InvalidConfig(format!("sign: {e}"));
-        let key = std::fs::read(&self.key_file).map_err(|e| bad(&e))?;
+        let bad = |e: &dyn std::fmt::Display| ServerError::Command(format!("sign: {e}"));
+        check_url_to_sign(&self.url).map_err(|e| bad(&e))?;
+        let key = std::fs::read(&self.key_file)
+            .map_err(|e| bad(&format!("--key-file {}: {e}", self.key_file.display())))?;
         let key = if self.hmac {
             SigningKey::hmac_sha256(&key)
         } else {
@@ -212,6 +234,29 @@ impl SignArgs {
     }
 }
 
+/// Refuses a URL the edge would never accept a signature for: the edge checks the
+/// signature against the absolute URL the viewer asked for (scheme, host, path, query).
+fn check_url_to_sign(url: &str) -> Result<(), String> {
+    let uri: Uri = url.parse().map_err(|err| {
+        format!("--url `{url}` is not a URL ({err}); write it as https://HOST/PATH")
+    })?;
+    let absolute = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|host| !host.is_empty());
+    if !absolute {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        return Err(format!(
+            "--url `{url}` is not an absolute URL, and the edge checks a signature against \
+             the full URL viewers request; write it as https://HOST{path}"
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "--url `{url}` has user info, which viewers never send; write https://HOST/PATH"
+        ));
+    }
+    Ok(())
+}
+
 impl Cli {
     /// Merges the flags over the `--config` file (if any) over the defaults.
     pub fn into_config(self) -> Result<ServerConfig, ServerError> {
@@ -231,6 +276,9 @@ impl Cli {
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
             redis_url: self.redis_url,
             redis_timeout: self.redis_timeout,
             origin_shield: self.origin_shield.then_some(true),
@@ -241,8 +289,39 @@ impl Cli {
             drain_timeout: self.drain_timeout,
             ..ConfigLayer::default()
         };
+        check_flags(&flags, &file)?;
         flags.or(file).resolve()
     }
+}
+
+/// The settings that need one another, checked where a flag was given so that the error
+/// names the flags (the file's are named by their keys when the file is resolved).
+fn check_flags(flags: &ConfigLayer, file: &ConfigLayer) -> Result<(), ServerError> {
+    let invalid = |message: &str| Err(ServerError::InvalidConfig(message.to_owned()));
+    let certificate = flags.tls_cert.is_some() || flags.tls_key.is_some();
+    if certificate && flags.https_listen.is_none() && file.https_listen.is_none() {
+        return invalid(
+            "--tls-cert and --tls-key are for the HTTPS listener: add --https-listen ADDR \
+             (e.g. --https-listen 0.0.0.0:443)",
+        );
+    }
+    if flags.tls_cert.is_some() && flags.tls_key.is_none() && file.tls_key.is_none() {
+        return invalid("--tls-cert needs --tls-key FILE, the certificate's private key");
+    }
+    if flags.tls_key.is_some() && flags.tls_cert.is_none() && file.tls_cert.is_none() {
+        return invalid("--tls-key needs --tls-cert FILE, the certificate chain it belongs to");
+    }
+    if flags.origin_shield == Some(true) && flags.redis_url.is_none() && file.redis_url.is_none() {
+        return invalid("--origin-shield needs --redis-url URL, the Redis the edges share");
+    }
+    let token = flags.admin_token.as_deref().or(file.admin_token.as_deref());
+    if flags.admin_listen.is_some() && token.is_none_or(str::is_empty) {
+        return invalid(
+            "--admin-listen needs --admin-token TOKEN (or TOWER_CDN_ADMIN_TOKEN in the \
+             environment), the bearer token admin requests must carry",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -273,6 +352,129 @@ mod tests {
         assert_eq!(config.origin.unwrap(), "http://127.0.0.1:9000");
         assert_eq!(config.host_header, HostHeader::Origin);
         assert_eq!(config.origin_timeout, Duration::from_millis(250));
+    }
+
+    fn flag_error(args: &[&str]) -> String {
+        let cli =
+            Cli::try_parse_from(std::iter::once("tower-cdn").chain(args.iter().copied())).unwrap();
+        cli.into_config().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_about_flags_name_the_flags() {
+        let err = flag_error(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(
+            err.contains("--https-listen") && !err.contains("https_listen"),
+            "{err}"
+        );
+        let err = flag_error(&["--https-listen", "127.0.0.1:0", "--tls-cert", "c.pem"]);
+        assert!(
+            err.contains("--tls-key") && !err.contains("tls_key"),
+            "{err}"
+        );
+        let err = flag_error(&["--origin-shield"]);
+        assert!(
+            err.contains("--redis-url") && !err.contains("redis_url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sizes_and_localhost_in_flags() {
+        let cli = Cli::try_parse_from([
+            "tower-cdn",
+            "--max-request-body",
+            "1k",
+            "--max-bytes",
+            "256MiB",
+            "--listen",
+            "localhost:8080",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.max_request_body, Some(1000));
+        assert_eq!(config.max_bytes, Some(256 * 1024 * 1024));
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        let err = Cli::try_parse_from(["tower-cdn", "--origin", "http://h.test:9000/public"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("path = \"/public\""), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_in_flags() {
+        let cli = Cli::try_parse_from([
+            "tower-cdn",
+            "--max-connections-per-client",
+            "16",
+            "--header-timeout",
+            "2s",
+            "--idle-timeout",
+            "30s",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.max_connections_per_client, 16);
+        assert_eq!(config.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        let config = Cli::try_parse_from(["tower-cdn"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.max_connections_per_client, 256);
+    }
+
+    fn sign_args(url: &str, key_file: PathBuf) -> SignArgs {
+        SignArgs {
+            url: url.to_owned(),
+            key_id: "K1".to_owned(),
+            key_file,
+            hmac: false,
+            valid_for: 60,
+            resource: None,
+        }
+    }
+
+    #[test]
+    fn sign_refuses_a_url_the_edge_cannot_accept() {
+        let dir = std::env::temp_dir().join(format!("tower-cdn-sign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("seed");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        for url in [
+            "/videos/a.mp4",
+            "videos/a.mp4",
+            "d.example/a.mp4",
+            "ftp://d.example/a",
+        ] {
+            let err = sign_args(url, key.clone()).sign(0).unwrap_err().to_string();
+            assert!(err.starts_with("sign: --url"), "{url}: {err}");
+            assert!(err.contains("write it as https://HOST"), "{url}: {err}");
+        }
+        let signed = sign_args("https://d.example/a.mp4", key.clone())
+            .sign(0)
+            .unwrap();
+        assert!(signed.starts_with("https://d.example/a.mp4?"), "{signed}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_key_errors_name_the_task_not_the_configuration() {
+        let args = PublicKeyArgs {
+            key_file: PathBuf::from("/nonexistent/tower-cdn-seed"),
+            key_id: "K1".to_owned(),
+        };
+        let err = args.entry().unwrap_err().to_string();
+        assert!(err.starts_with("public-key: "), "{err}");
+        assert!(err.contains("--key-file"), "{err}");
+    }
+
+    #[test]
+    fn sign_help_shows_the_default_once() {
+        let mut command = Cli::command();
+        let sign = command.find_subcommand_mut("sign").unwrap();
+        let help = sign.render_long_help().to_string();
+        assert_eq!(help.matches("[default: 3600]").count(), 1, "{help}");
     }
 
     #[test]

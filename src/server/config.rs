@@ -46,7 +46,8 @@ pub struct ServerConfig {
     /// the built-in Mozilla root store (for origins with a private or self-signed certificate).
     pub origin_ca: Option<PathBuf>,
     /// Largest request body forwarded to the origin, in bytes; larger ones are answered with
-    /// 413. `None` (the default) forwards bodies of any size.
+    /// 413. `None` (the default) forwards bodies of any size. In the file and on the command
+    /// line, a size may have a unit: `1MiB`, `64KB` (see the README).
     pub max_request_body: Option<u64>,
     /// Which `Host` header the origin receives.
     pub host_header: HostHeader,
@@ -67,6 +68,18 @@ pub struct ServerConfig {
     pub viewer_protocol: ViewerProtocol,
     /// The most connections open at once; more are closed as they arrive (default 10,000).
     pub max_connections: usize,
+    /// The most connections open at once from one client, an IPv4 address or an IPv6 /64;
+    /// more are closed as they arrive (default 256, room for many viewers behind one NAT).
+    /// 0 turns the limit off.
+    pub max_connections_per_client: usize,
+    /// How long a new connection has to complete its TLS handshake, and then to send a
+    /// complete first request head, whatever the protocol; for HTTP/1 also each later request
+    /// head (default 10 s). A connection that does not is closed.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in progress (default 60 s); an
+    /// HTTP/2 connection is then closed with GOAWAY. It is closed within a quarter of this
+    /// past the timeout.
+    pub idle_timeout: Duration,
     /// A Redis shared by several edges (`redis://host:port/` or `redis+unix:///path`): a
     /// second cache tier and purge fan-out.
     pub redis_url: Option<String>,
@@ -389,6 +402,9 @@ impl Default for ServerConfig {
             admin_token: None,
             viewer_protocol: ViewerProtocol::AllowAll,
             max_connections: 10_000,
+            max_connections_per_client: 256,
+            header_timeout: super::conn::HEADER_READ_TIMEOUT,
+            idle_timeout: super::conn::DEFAULT_IDLE_TIMEOUT,
             redis_url: None,
             redis_timeout: Duration::from_millis(50),
             origin_shield: false,
@@ -437,9 +453,18 @@ pub(crate) fn check_origin(uri: &Uri) -> Result<(), String> {
         ));
     }
     check_port(authority).map_err(|err| format!("`{uri}`: {err}"))?;
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+    if uri.query().is_some() {
         return Err(format!(
-            "`{uri}`: an origin is scheme://host:port only, without path or query"
+            "`{uri}`: an origin is scheme://host:port only, without a query"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        let scheme = uri.scheme_str().unwrap_or("http");
+        return Err(format!(
+            "`{uri}`: an origin is scheme://host:port only; write `{scheme}://{authority}`, and \
+             to put `{path}` before every request path, declare the origin in the config file \
+             with `path = \"{path}\"` ([origins.NAME] url = \"{scheme}://{authority}\")",
+            path = uri.path().trim_end_matches('/'),
         ));
     }
     Ok(())
@@ -499,16 +524,23 @@ pub(crate) struct ConfigLayer {
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) origin_ca: Option<PathBuf>,
+    #[serde(deserialize_with = "de_size")]
     pub(crate) max_request_body: Option<u64>,
     #[serde(deserialize_with = "de_socket_addr")]
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) admin_token: Option<String>,
     pub(crate) viewer_protocol: Option<ViewerProtocol>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) header_timeout: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) redis_url: Option<String>,
     #[serde(deserialize_with = "de_duration")]
     pub(crate) redis_timeout: Option<Duration>,
     pub(crate) origin_shield: Option<bool>,
+    #[serde(deserialize_with = "de_size")]
     pub(crate) max_bytes: Option<u64>,
     pub(crate) host_header: Option<HostHeader>,
     #[serde(deserialize_with = "de_duration")]
@@ -595,6 +627,11 @@ impl ConfigLayer {
             admin_token: self.admin_token.or(lower.admin_token),
             viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(lower.max_connections_per_client),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             redis_url: self.redis_url.or(lower.redis_url),
             redis_timeout: self.redis_timeout.or(lower.redis_timeout),
             origin_shield: self.origin_shield.or(lower.origin_shield),
@@ -636,6 +673,11 @@ impl ConfigLayer {
             admin_token: self.admin_token,
             viewer_protocol,
             max_connections: self.max_connections.unwrap_or(default.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or(default.max_connections_per_client),
+            header_timeout: self.header_timeout.unwrap_or(default.header_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(default.idle_timeout),
             redis_url: self.redis_url,
             redis_timeout: self.redis_timeout.unwrap_or(default.redis_timeout),
             origin_shield: self.origin_shield.unwrap_or(default.origin_shield),
@@ -664,10 +706,78 @@ fn de_origin<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Uri>, D::Error> 
 }
 
 fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
-    de_with(de, |text| {
-        text.parse()
-            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080"))
-    })
+    de_with(de, parse_socket_addr)
+}
+
+/// A size in bytes: a whole number, in the file or as a string with a unit.
+pub(crate) fn de_size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(de) {
+        Ok(Size::Bytes(bytes)) => Ok(Some(bytes)),
+        Ok(Size::Text(text)) => parse_size(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Err(_) => Err(serde::de::Error::custom(
+            "a size is a number of bytes or a string like \"64KiB\", \"256MiB\" or \"1GB\"",
+        )),
+    }
+}
+
+/// Parses a listening address: `IP:PORT` (`[IPv6]:PORT`), or `localhost:PORT` for
+/// `127.0.0.1:PORT`. Other host names are not resolved: which address a name resolves to
+/// can change, and a listener should not.
+pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+    }
+    Err(format!(
+        "`{text}` is not an address like 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080 (every \
+         interface) or localhost:8080; write an IP address and a port, not a host name"
+    ))
+}
+
+/// Parses a size in bytes: a whole number of bytes (`1048576`), or one with a unit.
+/// `k`/`K`/`KB`, `M`/`MB`, `G`/`GB` and `T`/`TB` are decimal (powers of 1000, SI);
+/// `KiB`, `MiB`, `GiB` and `TiB` are binary (powers of 1024, IEC). Units are case-insensitive
+/// and may follow a space: `64KiB`, `256 MiB`, `1GB`, `512b`.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not a size like 1048576 (bytes), 64KiB, 256MiB or 1GB \
+             (KB, MB, GB: powers of 1000; KiB, MiB, GiB: powers of 1024)"
+        )
+    };
+    let trimmed = text.trim();
+    let unit_start = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(unit_start);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large a size"))
 }
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
@@ -691,6 +801,96 @@ mod tests {
             Ok(Duration::from_secs(365 * 86_400))
         );
         assert!(parse_duration("200000000000000d").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("512b"), Ok(512));
+        assert_eq!(parse_size("1k"), Ok(1000));
+        assert_eq!(parse_size("1K"), Ok(1000));
+        assert_eq!(parse_size("64KB"), Ok(64_000));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("256MiB"), Ok(256 * 1024 * 1024));
+        assert_eq!(parse_size("256 MB"), Ok(256_000_000));
+        assert_eq!(parse_size("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1tib"), Ok(1 << 40));
+        for bad in ["", "k", "1.5MiB", "-1", "10 parsecs", "1 KiBB"] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains("64KiB"), "{bad}: {err}");
+        }
+        assert!(parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn sizes_in_the_file_are_numbers_or_strings_with_units() {
+        let config = ConfigLayer::from_toml("max_bytes = \"256MiB\"\nmax_request_body = \"1k\"\n")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.max_bytes, Some(256 * 1024 * 1024));
+        assert_eq!(config.max_request_body, Some(1000));
+        let config = ConfigLayer::from_toml("max_bytes = 4096\n")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.max_bytes, Some(4096));
+        let err = ConfigLayer::from_toml("max_bytes = \"256 furlongs\"\n").unwrap_err();
+        assert!(err.contains("max_bytes") && err.contains("256MiB"), "{err}");
+        let err = ConfigLayer::from_toml("max_bytes = 1.5\n").unwrap_err();
+        assert!(
+            err.contains("max_bytes") && err.contains("number of bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn connection_limits_from_the_file() {
+        let config = ConfigLayer::from_toml(
+            "max_connections_per_client = 8\nheader_timeout = \"2s\"\nidle_timeout = \"30s\"\n",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(config.max_connections_per_client, 8);
+        assert_eq!(config.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        let err = ConfigLayer::from_toml("header_timeout = 2\n").unwrap_err();
+        assert!(err.contains("header_timeout"), "{err}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_socket_addr("localhost:8080"),
+            Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)))
+        );
+        assert_eq!(
+            parse_socket_addr("[::1]:8443"),
+            Ok("[::1]:8443".parse().unwrap())
+        );
+        let err = parse_socket_addr("example.com:80").unwrap_err();
+        assert!(
+            err.contains("127.0.0.1:8080") && err.contains("IP address"),
+            "{err}"
+        );
+        assert!(parse_socket_addr("localhost").is_err());
+        assert!(parse_socket_addr("localhost:99999").is_err());
+        let config = ConfigLayer::from_toml("listen = \"localhost:9000\"\n")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn an_origin_with_a_path_points_to_the_path_key() {
+        let err = parse_origin("http://h.test:8080/public").unwrap_err();
+        assert!(err.contains("path = \"/public\""), "{err}");
+        assert!(err.contains("http://h.test:8080"), "{err}");
     }
 
     #[test]

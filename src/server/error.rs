@@ -33,6 +33,9 @@ pub enum ServerError {
     DemoSite(io::Error),
     /// The SIGINT/SIGTERM handlers could not be installed.
     Signals(io::Error),
+    /// A subcommand (`sign`, `public-key`) could not do its task; the message names the
+    /// subcommand and what to write instead.
+    Command(String),
 }
 
 impl fmt::Display for ServerError {
@@ -49,6 +52,7 @@ impl fmt::Display for ServerError {
             Self::Tls(message) => write!(f, "TLS: {message}"),
             Self::DemoSite(source) => write!(f, "cannot prepare the built-in demo site: {source}"),
             Self::Signals(source) => write!(f, "cannot install signal handlers: {source}"),
+            Self::Command(message) => f.write_str(message),
         }
     }
 }
@@ -60,7 +64,9 @@ impl Error for ServerError {
             | Self::Bind { source, .. }
             | Self::DemoSite(source)
             | Self::Signals(source) => Some(source),
-            Self::InvalidConfig(_) | Self::ParseConfig { .. } | Self::Tls(_) => None,
+            Self::InvalidConfig(_) | Self::ParseConfig { .. } | Self::Tls(_) | Self::Command(_) => {
+                None
+            }
         }
     }
 }

@@ -221,6 +221,8 @@ where
         // RFC 9112 §3.2: one `Host`, holding `uri-host [":" port]`, or 400.
         let mut hosts = request.headers().get_all(header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
+            // HTTP/1.0 may go without; HTTP/2 and 3 name the host in `:authority`.
+            (None, _) if request.version() == http::Version::HTTP_11 => Err(()),
             (None, _) => Ok(request.uri().host()),
             (Some(value), None) => value
                 .to_str()

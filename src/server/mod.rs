@@ -36,6 +36,7 @@ mod conn;
 mod demo;
 mod error;
 mod hosts;
+mod limit;
 mod origins;
 mod proxy;
 mod site;
@@ -45,10 +46,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::Uri;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tower_http::{
-    limit::RequestBodyLimitLayer,
-    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
-};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_layer::Layer;
 use tracing::Level;
 
@@ -62,9 +60,10 @@ pub use config::{
 pub use conn::PeerAddr;
 pub use error::ServerError;
 
-use conn::{serve_connections, Listener};
+use conn::{serve_connections, ConnLimits, Listener};
 use demo::DemoSite;
 use hosts::{DistributionRouter, HostTable};
+use limit::BodyLimit;
 use origins::{OriginRouter, Targets};
 use proxy::GatewayErrors;
 
@@ -87,7 +86,7 @@ pub struct Server {
     admin: Option<AdminListener>,
     demo: Option<DemoOrigin>,
     drain_timeout: Duration,
-    max_connections: usize,
+    limits: ConnLimits,
 }
 
 /// One distribution, ready to serve: its caching layer and where its origin requests go.
@@ -120,7 +119,8 @@ impl AdminListener {
         };
         let Some(token) = config.admin_token.clone().filter(|t| !t.is_empty()) else {
             return Err(ServerError::InvalidConfig(
-                "admin_listen needs an admin token (--admin-token or TOWER_CDN_ADMIN_TOKEN)"
+                "admin_listen needs an admin token: add admin_token = \"...\" (or \
+                 --admin-token, or TOWER_CDN_ADMIN_TOKEN in the environment)"
                     .to_owned(),
             ));
         };
@@ -161,7 +161,9 @@ impl HttpsListener {
             let certificates = distributions.iter().any(|d| d.tls_cert.is_some());
             if config.tls_cert.is_some() || config.tls_key.is_some() || certificates {
                 return Err(ServerError::InvalidConfig(
-                    "certificates are configured but https_listen is not".to_owned(),
+                    "certificates (tls_cert, tls_key) are configured but no HTTPS listener: \
+                     add https_listen = \"0.0.0.0:443\" (or --https-listen ADDR)"
+                        .to_owned(),
                 ));
             }
             return Ok(None);
@@ -234,15 +236,22 @@ impl Server {
                 .add(index, &distribution.hosts)
                 .map_err(|err| invalid(&distribution.name, err))?;
         }
-        let built = distributions
-            .iter()
-            .map(|distribution| Distribution::build(distribution, &config, &targets))
-            .collect::<Result<Vec<_>, _>>()?;
-
         let listener = bind(config.listen).await?;
         let local_addr = local_addr(&listener, config.listen)?;
         let https = HttpsListener::bind(&config, &hosts, &distributions).await?;
         let admin = AdminListener::bind(&config).await?;
+        let distributions = match &https {
+            // Redirects to HTTPS name the HTTPS listener's port (unless a behavior set one).
+            Some(https) => with_https_port(distributions, https.local_addr.port()),
+            None => {
+                warn_redirects_without_https(&distributions);
+                distributions
+            }
+        };
+        let built = distributions
+            .iter()
+            .map(|distribution| Distribution::build(distribution, &config, &targets))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             admin,
             listener,
@@ -260,7 +269,12 @@ impl Server {
             origin,
             demo,
             drain_timeout: config.drain_timeout,
-            max_connections: config.max_connections,
+            limits: ConnLimits {
+                max_connections: config.max_connections,
+                per_client: config.max_connections_per_client,
+                header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+            },
         })
     }
 
@@ -308,23 +322,25 @@ impl Server {
             .iter()
             .map(|d| (d.name.clone(), d.cdn.clone()))
             .collect();
+        // Without a limit, `usize::MAX` bytes: the limit then only wraps the body.
+        let limit = self.max_request_body.map_or(usize::MAX, |limit| {
+            usize::try_from(limit).unwrap_or(usize::MAX)
+        });
         let sites = self
             .distributions
             .into_iter()
             .map(|distribution| {
                 // GatewayErrors turns origin failures into 502/504 responses below the
-                // cache, so stale-if-error can stand in for them. Connection upgrades go
-                // through the layer too: its viewer rules apply, then it passes them on.
-                distribution
-                    .cdn
-                    .layer(GatewayErrors::new(distribution.origins))
+                // cache, so stale-if-error can stand in for them; the layer serves them as
+                // its own errors. The body limit's 413 goes the same way. Connection upgrades
+                // go through the layer too: its viewer rules apply, then it passes them on.
+                distribution.cdn.layer(BodyLimit::new(
+                    limit,
+                    GatewayErrors::new(distribution.origins),
+                ))
             })
             .collect();
         let routes = DistributionRouter::new(self.hosts, sites);
-        // Without a limit, `usize::MAX` bytes: the layer then only wraps the body.
-        let limit = self.max_request_body.map_or(usize::MAX, |limit| {
-            usize::try_from(limit).unwrap_or(usize::MAX)
-        });
         // Per-request lines at DEBUG: the access log (target `tower_cdn::access`) is the
         // one line per request operators turn on.
         let edge = TraceLayer::new_for_http()
@@ -332,7 +348,7 @@ impl Server {
             .on_response(DefaultOnResponse::new().level(Level::DEBUG))
             // GatewayErrors already logs origin failures with their cause.
             .on_failure(())
-            .layer(RequestBodyLimitLayer::new(limit).layer(routes));
+            .layer(routes);
         let mut listeners = vec![Listener::plain(self.listener)];
         if let Some(https) = self.https {
             listeners.push(Listener {
@@ -360,11 +376,14 @@ impl Server {
                 router,
                 shutdown,
                 self.drain_timeout,
-                64,
+                ConnLimits {
+                    max_connections: 64,
+                    ..self.limits
+                },
             ))
         });
-        let (drain, max) = (self.drain_timeout, self.max_connections);
-        serve_connections(listeners, edge, until_stopped(stopped), drain, max).await;
+        let (drain, limits) = (self.drain_timeout, self.limits);
+        serve_connections(listeners, edge, until_stopped(stopped), drain, limits).await;
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -401,7 +420,7 @@ impl DemoOrigin {
             },
             // The edge has drained already; the demo only has idle pooled connections left.
             Duration::from_secs(1),
-            usize::MAX,
+            ConnLimits::internal(usize::MAX),
         ));
         RunningDemo {
             _site: self.site,
@@ -457,6 +476,43 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     server.serve(shutdown).await?;
     tracing::info!("tower-cdn stopped");
     Ok(())
+}
+
+/// The distributions with `port` as the HTTPS port of every behavior's viewer protocol
+/// policy that sets none, so that redirects to HTTPS name the HTTPS listener.
+fn with_https_port(distributions: Vec<DistributionConfig>, port: u16) -> Vec<DistributionConfig> {
+    let fill = |behavior: Behavior| {
+        let policy = behavior.viewer_protocol.or_https_port(port);
+        behavior.viewer_protocol_policy(policy)
+    };
+    distributions
+        .into_iter()
+        .map(|mut distribution| {
+            distribution.default_behavior = fill(distribution.default_behavior);
+            distribution.behaviors = std::mem::take(&mut distribution.behaviors)
+                .into_iter()
+                .map(|(pattern, behavior)| (pattern, fill(behavior)))
+                .collect();
+            distribution
+        })
+        .collect()
+}
+
+/// Warns when plain-HTTP viewers are redirected to HTTPS that this edge does not serve.
+fn warn_redirects_without_https(distributions: &[DistributionConfig]) {
+    for distribution in distributions {
+        let redirects = std::iter::once(&distribution.default_behavior)
+            .chain(distribution.behaviors.iter().map(|(_, behavior)| behavior))
+            .any(|behavior| behavior.viewer_protocol.redirects());
+        if redirects {
+            tracing::warn!(
+                distribution = %distribution.name,
+                "viewers are redirected to HTTPS on port 443, but no HTTPS listener is \
+                 configured (--https-listen / https_listen): only a TLS proxy in front of \
+                 this edge can serve them"
+            );
+        }
+    }
 }
 
 /// The memory store's size without `max_bytes` (the layer's default).
@@ -560,7 +616,8 @@ impl Distribution {
             builder = builder.shared_tier(tier);
         } else if config.origin_shield {
             return Err(ServerError::InvalidConfig(
-                "origin_shield needs redis_url".to_owned(),
+                "origin_shield needs redis_url = \"redis://HOST:PORT/\" (or --redis-url URL)"
+                    .to_owned(),
             ));
         }
         for configure in &distribution.configure {
@@ -576,7 +633,8 @@ impl Distribution {
 }
 
 /// For example `tower-cdn listening on http://127.0.0.1:8080 and https://127.0.0.1:8443
-/// (self-signed certificate), origin http://127.0.0.1:40123 (built-in demo)`.
+/// (self-signed certificate), origin http://127.0.0.1:40123 (built-in demo); admin on
+/// http://127.0.0.1:9090`.
 fn startup_line(server: &Server) -> String {
     let origins = if server.origins.is_empty() {
         let origin = server.origin();
@@ -611,8 +669,12 @@ fn startup_line(server: &Server) -> String {
         (Some(addr), None) => format!(" and https://{addr}"),
         (None, _) => String::new(),
     };
+    let admin = match server.admin_addr() {
+        Some(addr) => format!("; admin on http://{addr}"),
+        None => String::new(),
+    };
     format!(
-        "tower-cdn listening on http://{}{https}, {origins}{sites}",
+        "tower-cdn listening on http://{}{https}, {origins}{sites}{admin}",
         server.local_addr()
     )
 }

@@ -317,6 +317,12 @@ where
         let request = self
             .to_origin_request(request)
             .map(|body| body.map_err(Into::into).boxed_unsync());
+        // The address tried, for the log (never for the viewer): with a match-viewer origin
+        // it depends on the viewer's protocol (http_port / https_port).
+        let (scheme, address) = (
+            request.uri().scheme().cloned(),
+            request.uri().authority().cloned(),
+        );
         let sent = self.origin.client.request(request);
         let timeout = self.timeout;
         let origin = self.origin.clone();
@@ -328,7 +334,12 @@ where
             };
             let mut response = answer.inspect_err(|err| {
                 origin.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(origin = %origin.name, "origin request failed: {err}");
+                let scheme = scheme.as_ref().map_or("http", Scheme::as_str);
+                let address = address.as_ref().map_or("-", Authority::as_str);
+                tracing::warn!(
+                    origin = %origin.name,
+                    "origin request to {scheme}://{address} failed: {err}"
+                );
             })?;
             let upgraded = match viewer_upgrade {
                 Some(viewer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -501,7 +512,7 @@ impl ProxyError {
             Self::Upstream(_) | Self::Other(_) => {
                 "502 Bad Gateway: the origin sent no valid response\n"
             }
-            Self::BodyTooLarge(_) => "413 Content Too Large: the request body is over the limit\n",
+            Self::BodyTooLarge(_) => super::limit::BODY_TOO_LARGE,
         }
     }
 
@@ -510,6 +521,13 @@ impl ProxyError {
         let failure = GatewayFailure {
             status: self.status(),
             message: self.viewer_message(),
+            detail: match self {
+                Self::Timeout(_) => "origin-timeout",
+                Self::ConnectTimeout(_) => "connect-timeout",
+                Self::Connect(_) => "connect-error",
+                Self::Upstream(_) | Self::Other(_) => "origin-error",
+                Self::BodyTooLarge(_) => super::limit::BODY_TOO_LARGE_DETAIL,
+            },
         };
         // The proxy logged the failure with the origin's name; this is the viewer's answer.
         tracing::debug!(
@@ -525,6 +543,8 @@ impl ProxyError {
 struct GatewayFailure {
     status: StatusCode,
     message: &'static str,
+    /// The Cache-Status `detail` the layer answers with.
+    detail: &'static str,
 }
 
 impl GatewayFailure {
@@ -538,6 +558,11 @@ impl GatewayFailure {
         );
         // A transient origin failure must not be kept by any cache on the way.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // The layer serves it as its own error (X-Cache: Error), not as the origin's answer.
+        let detail = self.detail;
+        response
+            .extensions_mut()
+            .insert(crate::respond::EdgeFailure { detail });
         response
     }
 }

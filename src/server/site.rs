@@ -47,6 +47,7 @@ pub(crate) struct DistributionToml {
     pub(crate) hosts: Vec<Spanned<String>>,
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
+    #[serde(deserialize_with = "super::config::de_size")]
     pub(crate) max_bytes: Option<u64>,
     pub(crate) behaviors: Vec<Spanned<BehaviorToml>>,
     pub(crate) default_behavior: Option<Spanned<BehaviorToml>>,

@@ -72,6 +72,19 @@ pub(crate) fn viewer_tls(
         .iter()
         .map(own)
         .collect::<Result<Vec<_>, ServerError>>()?;
+    if self_signed_pem.is_some() {
+        // Browsers and other clients will not trust it: say so, per distribution, rather
+        // than let a site serve it unnoticed.
+        for (distribution, own) in distributions.iter().zip(&certificates) {
+            if own.is_none() {
+                tracing::warn!(
+                    distribution = %distribution.name,
+                    "no certificate configured (tls_cert and tls_key): HTTPS viewers of this \
+                     distribution get the generated self-signed certificate for localhost"
+                );
+            }
+        }
+    }
     let mut server = if certificates.iter().all(Option::is_none) {
         builder
             .with_single_cert(chain, key)
