@@ -139,6 +139,13 @@ pub(crate) async fn serve_connections<S, B>(
                         started: AtomicU64::new(0),
                         ended: AtomicU64::new(0),
                     });
+                    // Responses go out as soon as they are written: without this, Nagle's
+                    // algorithm holds a response's last segment back until the viewer
+                    // acknowledges the previous one, which a delayed ACK puts off by up to
+                    // 40 ms on keep-alive connections.
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, "TCP_NODELAY not set: {err}");
+                    }
                     let tls = listeners[index].tls.clone();
                     let service = WithConnection {
                         inner: service.clone(),
