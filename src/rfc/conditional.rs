@@ -1012,8 +1012,11 @@ mod tests {
         .prop_map(|members| members.join(", "))
     }
 
+    /// A model entity-tag: `(weak, opaque-tag)`.
+    type ModelTag<'a> = (bool, &'a str);
+
     /// `(weak, opaque)` of a well-formed tag from [`tag_text`], `None` for junk.
-    fn model_tag(text: &str) -> Option<(bool, &str)> {
+    fn model_tag(text: &str) -> Option<ModelTag<'_>> {
         let (weak, rest) = match text.strip_prefix("W/") {
             Some(rest) => (true, rest),
             None => (false, text),
@@ -1037,7 +1040,7 @@ mod tests {
         }
         let current = etag.and_then(model_tag);
         let lm = last_modified.and_then(model_date);
-        let any_member = |list: &str, eq: &dyn Fn((bool, &str), (bool, &str)) -> bool| {
+        let any_member = |list: &str, eq: &dyn Fn(ModelTag<'_>, ModelTag<'_>) -> bool| {
             list.split(", ").any(|m| {
                 m == "*" || matches!((model_tag(m), current), (Some(t), Some(c)) if eq(t, c))
             })
@@ -1047,8 +1050,8 @@ mod tests {
             Some([one]) => model_date(one),
             _ => None,
         };
-        let strong = |(wa, oa): (bool, &str), (wb, ob): (bool, &str)| !wa && !wb && oa == ob;
-        let weak = |(_, oa): (bool, &str), (_, ob): (bool, &str)| oa == ob;
+        let strong = |(wa, oa): ModelTag<'_>, (wb, ob): ModelTag<'_>| !wa && !wb && oa == ob;
+        let weak = |(_, oa): ModelTag<'_>, (_, ob): ModelTag<'_>| oa == ob;
         // Step 1, else step 2.
         if let Some(list) = if_match {
             if !any_member(list, &strong) {

@@ -1067,7 +1067,7 @@ mod tests {
                 (Some(a), None) => Some(a..len),
                 (Some(a), Some(b)) => Some(a..if b >= len - 1 { len } else { b + 1 }),
                 (None, Some(0)) | (None, None) => None,
-                (None, Some(n)) => Some(if n >= len { 0 } else { len - n }..len),
+                (None, Some(n)) => Some(len.saturating_sub(n)..len),
             })
             .collect();
         if ranges.is_empty() {
