@@ -191,4 +191,252 @@ mod tests {
             k.variant(1, &names, &HeaderMap::new())
         );
     }
+
+    use crate::behavior::{Cookies, Headers, QueryStrings};
+
+    /// The key of `method uri` (with an optional `Host` and extra fields) under `policy`.
+    fn key_with(
+        policy: &KeyPolicy,
+        https: bool,
+        method: &str,
+        uri: &str,
+        fields: &[(&str, &str)],
+    ) -> CacheKey {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (name, value) in fields {
+            b = b.header(*name, *value);
+        }
+        CacheKey::for_request_with(&b.body(()).unwrap(), policy, https)
+    }
+
+    fn get(uri: &str, fields: &[(&str, &str)]) -> CacheKey {
+        key_with(&KeyPolicy::default(), false, "GET", uri, fields)
+    }
+
+    // RFC 9111 §2: the primary key is the target URI. RFC 9110 §4.2.3: scheme and host are
+    // case-insensitive; the path is case-sensitive; an empty path is `/`.
+    #[test]
+    fn the_key_is_scheme_host_path_and_query() {
+        let base = get("/p?x=1", &[("host", "a.example")]);
+        assert_eq!(base, get("/p?x=1", &[("host", "A.Example")]));
+        assert_ne!(base, get("/P?x=1", &[("host", "a.example")]));
+        assert_ne!(base, get("/p?x=2", &[("host", "a.example")]));
+        assert_ne!(base, get("/p?X=1", &[("host", "a.example")]));
+        assert_ne!(base, get("/p", &[("host", "a.example")]));
+        assert_ne!(base, get("/p?x=1", &[("host", "b.example")]));
+        // Another port is another origin (RFC 9110 §4.3.1).
+        assert_ne!(base, get("/p?x=1", &[("host", "a.example:8080")]));
+        let https = key_with(
+            &KeyPolicy::default(),
+            true,
+            "GET",
+            "/p?x=1",
+            &[("host", "a.example")],
+        );
+        assert_ne!(base, https);
+        assert_eq!(
+            CacheKey::for_parts("http", b"a", "", None),
+            CacheKey::for_parts("http", b"a", "/", None)
+        );
+    }
+
+    // RFC 9112 §3.2.2: an absolute-form target's authority is the host, whatever Host says.
+    #[test]
+    fn an_absolute_target_overrides_the_host_field() {
+        let absolute = get("http://a.example/p", &[("host", "b.example")]);
+        assert_eq!(absolute, get("/p", &[("host", "a.example")]));
+        assert_ne!(absolute, get("/p", &[("host", "b.example")]));
+    }
+
+    // The request's parts stay apart in the hash: moving text from one part to another
+    // never yields the same key.
+    #[test]
+    fn parts_do_not_run_into_each_other() {
+        let k = |scheme: &str, host: &[u8], path: &str, query: Option<&str>| {
+            CacheKey::for_parts(scheme, host, path, query)
+        };
+        assert_ne!(k("http", b"a", "/b", None), k("http", b"a/b", "", None));
+        assert_ne!(k("http", b"ab", "/", None), k("httpa", b"b", "/", None));
+        assert_ne!(k("http", b"a", "/p", Some("")), k("http", b"a", "/p", None));
+        let policy = KeyPolicy::default()
+            .headers(Headers::allow([HeaderName::from_static("x-a")]))
+            .cookies(Cookies::allow(["x-a"]));
+        let header = key_with(&policy, false, "GET", "/", &[("host", "h"), ("x-a", "1")]);
+        let cookie = key_with(
+            &policy,
+            false,
+            "GET",
+            "/",
+            &[("host", "h"), ("cookie", "x-a=1")],
+        );
+        let query = key_with(&policy, false, "GET", "/?x-a=1", &[("host", "h")]);
+        assert_ne!(header, cookie);
+        assert_ne!(header, query);
+        assert_ne!(cookie, query);
+    }
+
+    // A HEAD is answered from the GET response (RFC 9110 §9.3.2), so they share a key; an
+    // OPTIONS response is another object.
+    #[test]
+    fn head_shares_the_get_key_and_options_does_not() {
+        let policy = KeyPolicy::default();
+        let of = |method| key_with(&policy, false, method, "/p", &[("host", "h")]);
+        assert_eq!(of("GET"), of("HEAD"));
+        assert_ne!(of("GET"), of("OPTIONS"));
+    }
+
+    #[test]
+    fn the_policy_decides_query_host_headers_and_cookies() {
+        let host = |h| [("host", h)];
+        // Default: the whole query in its order, minus tracking parameters.
+        let all = KeyPolicy::default();
+        let k = |p: &KeyPolicy, uri: &str, f: &[(&str, &str)]| key_with(p, false, "GET", uri, f);
+        assert_ne!(
+            k(&all, "/?a=1&b=2", &host("h")),
+            k(&all, "/?b=2&a=1", &host("h"))
+        );
+        assert_eq!(
+            k(&all, "/?a=1&utm_source=x", &host("h")),
+            k(&all, "/?a=1", &host("h"))
+        );
+        // Sorted: order no longer matters, values still do.
+        let sorted = KeyPolicy::new().query_strings(QueryStrings::all().sorted());
+        assert_eq!(
+            k(&sorted, "/?a=1&b=2", &host("h")),
+            k(&sorted, "/?b=2&a=1", &host("h"))
+        );
+        assert_ne!(
+            k(&sorted, "/?a=1&b=2", &host("h")),
+            k(&sorted, "/?a=1&b=3", &host("h"))
+        );
+        // Allow list: only the named parameters.
+        let allow = KeyPolicy::new().query_strings(QueryStrings::allow(["v"]));
+        assert_eq!(
+            k(&allow, "/?v=1&x=2", &host("h")),
+            k(&allow, "/?v=1", &host("h"))
+        );
+        assert_ne!(
+            k(&allow, "/?v=1", &host("h")),
+            k(&allow, "/?v=2", &host("h"))
+        );
+        let none = KeyPolicy::new().query_strings(QueryStrings::none());
+        assert_eq!(k(&none, "/?v=1", &host("h")), k(&none, "/", &host("h")));
+        // Host left out: every host shares the object.
+        let hostless = KeyPolicy::new().include_host(false);
+        assert_eq!(k(&hostless, "/", &host("a")), k(&hostless, "/", &host("b")));
+        // Headers and cookies: only the allow-listed ones, by value.
+        let device = KeyPolicy::new()
+            .headers(Headers::allow([HeaderName::from_static("x-device")]))
+            .cookies(Cookies::allow(["lang"]));
+        let base = k(
+            &device,
+            "/",
+            &[
+                ("host", "h"),
+                ("x-device", "phone"),
+                ("cookie", "lang=fr; s=1"),
+            ],
+        );
+        assert_eq!(
+            base,
+            k(
+                &device,
+                "/",
+                &[
+                    ("host", "h"),
+                    ("x-device", "phone"),
+                    ("cookie", "s=2; lang=fr"),
+                    ("x-other", "1")
+                ]
+            )
+        );
+        assert_ne!(
+            base,
+            k(
+                &device,
+                "/",
+                &[("host", "h"), ("x-device", "tablet"), ("cookie", "lang=fr")]
+            )
+        );
+        assert_ne!(
+            base,
+            k(
+                &device,
+                "/",
+                &[("host", "h"), ("x-device", "phone"), ("cookie", "lang=de")]
+            )
+        );
+        assert_ne!(
+            base,
+            k(&device, "/", &[("host", "h"), ("cookie", "lang=fr")])
+        );
+        // Without the allow lists, they do not enter the key at all.
+        assert_eq!(
+            k(
+                &all,
+                "/",
+                &[("host", "h"), ("x-device", "phone"), ("cookie", "lang=fr")]
+            ),
+            k(&all, "/", &host("h"))
+        );
+    }
+
+    // RFC 9111 §4.1: only fields whose grammar says so are case-folded (the Accept* family);
+    // other values are compared as sent, member order included.
+    #[test]
+    fn variant_keys_fold_only_what_the_rfc_allows() {
+        let k = key("/", Some("a"));
+        let device = [HeaderName::from_static("x-device")];
+        let with = |name: &'static str, value: &'static str| {
+            let mut map = HeaderMap::new();
+            map.append(name, HeaderValue::from_static(value));
+            map
+        };
+        assert_ne!(
+            k.variant(1, &device, &with("x-device", "Mobile")),
+            k.variant(1, &device, &with("x-device", "mobile"))
+        );
+        let lang = [HeaderName::from_static("accept-language")];
+        assert_ne!(
+            k.variant(1, &lang, &with("accept-language", "en, fr")),
+            k.variant(1, &lang, &with("accept-language", "fr, en"))
+        );
+        // Empty list elements are not members (RFC 9110 §5.6.1).
+        assert_eq!(
+            k.variant(1, &lang, &with("accept-language", "en,,fr")),
+            k.variant(1, &lang, &with("accept-language", "en, fr"))
+        );
+        // Another URL's variant for the same request is another object.
+        let other = key("/other", Some("a"));
+        let request = with("accept-language", "en");
+        assert_ne!(
+            k.variant(1, &lang, &request),
+            other.variant(1, &lang, &request)
+        );
+    }
+
+    // RFC 9111 §4.1: each nominated field is matched on its own; a value cannot move from
+    // one field to another and still match.
+    #[test]
+    fn variant_values_stay_with_their_field() {
+        let k = key("/", Some("a"));
+        let names = [
+            HeaderName::from_static("x-a"),
+            HeaderName::from_static("x-b"),
+        ];
+        let mut first = HeaderMap::new();
+        first.insert("x-a", HeaderValue::from_static("1"));
+        first.insert("x-b", HeaderValue::from_static(""));
+        let mut second = HeaderMap::new();
+        second.insert("x-a", HeaderValue::from_static(""));
+        second.insert("x-b", HeaderValue::from_static("1"));
+        assert_ne!(k.variant(1, &names, &first), k.variant(1, &names, &second));
+        let mut only_b = HeaderMap::new();
+        only_b.insert("x-b", HeaderValue::from_static("1"));
+        assert_ne!(k.variant(1, &names, &second), k.variant(1, &names, &only_b));
+        // Fields the response did not name do not matter.
+        let mut extra = first.clone();
+        extra.insert("x-c", HeaderValue::from_static("9"));
+        assert_eq!(k.variant(1, &names, &first), k.variant(1, &names, &extra));
+    }
 }

@@ -168,3 +168,170 @@ impl MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use bytes::Bytes;
+    use http::header::HeaderName;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    use crate::entry::{Coding, ReuseRules, VaryRecord};
+
+    fn object(body: &'static str, weight: u64) -> Arc<Object> {
+        Arc::new(Object {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            response_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            corrected_initial_age: 0,
+            freshness_lifetime: 60,
+            rules: ReuseRules::default(),
+            host: "example.com".into(),
+            path: "/a".into(),
+            coding: Coding::Identity,
+            compressible: false,
+            variants: Vec::new(),
+            tags: Box::default(),
+            weight,
+        })
+    }
+
+    fn body_of(store: &MemoryStore, key: &CacheKey) -> Option<Bytes> {
+        match store.get(key)? {
+            Slot::Object(o) => Some(o.body.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_byte_bound_holds_and_evictions_are_counted() {
+        let capacity = 64 * 1024;
+        let store = MemoryStore::new(capacity, 4 * 1024);
+        for i in 0..1000_u128 {
+            store.insert(CacheKey(i), Slot::Object(object("x", 1000)));
+            assert!(
+                store.weight() <= capacity,
+                "{} > {capacity}",
+                store.weight()
+            );
+        }
+        assert!(store.len() < 1000);
+        assert!(store.len() as u64 * 1000 <= capacity);
+        let gauges = store.gauges();
+        assert_eq!(gauges.capacity, capacity);
+        assert_eq!(gauges.bytes, store.weight());
+        assert_eq!(gauges.entries, store.len() as u64);
+        assert!(gauges.evictions > 0);
+        // The most recent insertion is held.
+        assert_eq!(body_of(&store, &CacheKey(999)).as_deref(), Some(&b"x"[..]));
+    }
+
+    // Each shard holds `capacity / shards` bytes; the largest object kept must fit in one.
+    #[test]
+    fn the_largest_object_fits_in_a_shard() {
+        let store = MemoryStore::new(64 * 1024, 1 << 30);
+        assert!(store.max_object() <= store.cache.shard_capacity());
+        assert!(store.max_object() < 1 << 30);
+        let store = MemoryStore::new(64 * 1024, 4 * 1024);
+        assert_eq!(store.max_object(), 4 * 1024);
+        // An object of that weight is stored and found.
+        store.insert(CacheKey(1), Slot::Object(object("big", 4 * 1024)));
+        assert_eq!(body_of(&store, &CacheKey(1)).as_deref(), Some(&b"big"[..]));
+    }
+
+    // A revalidation or purge that raced with a newer fill must not remove the newer object:
+    // removal is by identity, not by key.
+    #[test]
+    fn remove_if_same_removes_only_that_object() {
+        let store = MemoryStore::new(1 << 20, 1 << 16);
+        let key = CacheKey(7);
+        let old = object("old", 300);
+        let new = object("new", 300);
+        store.insert(key, Slot::Object(old.clone()));
+        store.insert(key, Slot::Object(new.clone()));
+        store.remove_if_same(&key, &old);
+        assert_eq!(body_of(&store, &key).as_deref(), Some(&b"new"[..]));
+        // An equal-looking but different allocation is not the same object either.
+        store.remove_if_same(&key, &object("new", 300));
+        assert_eq!(body_of(&store, &key).as_deref(), Some(&b"new"[..]));
+        store.remove_if_same(&key, &new);
+        assert!(store.get(&key).is_none());
+        // A Vary record or a pass marker under the key is never removed this way.
+        store.insert(key, Slot::Pass { until: UNIX_EPOCH });
+        store.remove_if_same(&key, &new);
+        assert!(matches!(store.get(&key), Some(Slot::Pass { .. })));
+    }
+
+    #[test]
+    fn replace_if_same_replaces_only_that_object() {
+        let store = MemoryStore::new(1 << 20, 1 << 16);
+        let key = CacheKey(8);
+        let first = object("first", 300);
+        let second = object("second", 300);
+        store.insert(key, Slot::Object(first.clone()));
+        store.replace_if_same(key, &first, Slot::Object(second.clone()));
+        assert_eq!(body_of(&store, &key).as_deref(), Some(&b"second"[..]));
+        // `first` is gone: a late replacement based on it does nothing.
+        store.replace_if_same(key, &first, Slot::Object(object("stale", 300)));
+        assert_eq!(body_of(&store, &key).as_deref(), Some(&b"second"[..]));
+        // Nor does a replacement put anything under an empty key.
+        assert!(store.remove(&key));
+        store.replace_if_same(key, &second, Slot::Object(object("late", 300)));
+        assert!(store.get(&key).is_none());
+        assert!(!store.remove(&key));
+    }
+
+    // RFC 9111 §4.1: stored variants are found through the URL's Vary record. A new record
+    // comes with a new epoch, so variants stored under the old one can no longer be reached
+    // (RFC 9111 §4.4 invalidation of a URL reaches all its variants this way).
+    #[test]
+    fn a_new_vary_record_leaves_the_old_variants_unreachable() {
+        let store = MemoryStore::new(1 << 20, 1 << 16);
+        let primary = CacheKey(42);
+        let names = vec![HeaderName::from_static("accept-language")];
+        let mut request = HeaderMap::new();
+        request.insert("accept-language", HeaderValue::from_static("fr"));
+
+        let lookup = |store: &MemoryStore| -> Option<Bytes> {
+            let Some(Slot::Vary(record)) = store.get(&primary) else {
+                return None;
+            };
+            body_of(
+                store,
+                &primary.variant(record.epoch, &record.names, &request),
+            )
+        };
+
+        let old = Arc::new(VaryRecord {
+            names: names.clone(),
+            epoch: 1,
+        });
+        store.insert(primary, Slot::Vary(old.clone()));
+        store.insert(
+            primary.variant(old.epoch, &old.names, &request),
+            Slot::Object(object("fr, epoch 1", 300)),
+        );
+        assert_eq!(lookup(&store).as_deref(), Some(&b"fr, epoch 1"[..]));
+
+        store.insert(
+            primary,
+            Slot::Vary(Arc::new(VaryRecord { names, epoch: 2 })),
+        );
+        assert_eq!(lookup(&store), None);
+        // The record's own weight is what the store counts for it.
+        assert!(store.weight() >= Slot::Vary(old).weight());
+    }
+
+    // Keys are uniform 128-bit hashes; the table hash folds both halves, so keys that differ
+    // only in the high half do not all land in one bucket.
+    #[test]
+    fn key_hasher_uses_both_halves_of_the_key() {
+        let hash = |key: CacheKey| KeyHasher::default().hash_one(key);
+        assert_ne!(hash(CacheKey(0)), hash(CacheKey(1 << 64)));
+        assert_ne!(hash(CacheKey(0)), hash(CacheKey(1)));
+        assert_ne!(hash(CacheKey(3 << 64)), hash(CacheKey(5 << 64)));
+    }
+}

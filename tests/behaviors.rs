@@ -57,11 +57,13 @@ async fn the_first_matching_behavior_applies() {
     let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=0")], "x"));
     let svc = distribution().layer(origin);
     send(&svc, https_get("/static/app.js")).await;
+    let hit = send(&svc, https_get("/static/app.js")).await;
     assert_eq!(
-        send(&svc, https_get("/static/app.js")).await.x_cache(),
+        hit.x_cache(),
         "Hit from tower-cdn",
         "a year, whatever the origin says"
     );
+    assert_eq!(hit.body, "x");
     send(&svc, https_get("/api/users")).await;
     assert_eq!(
         send(&svc, https_get("/api/users")).await.x_cache(),
@@ -244,6 +246,9 @@ async fn options_is_cached_as_its_own_object_when_asked() {
     assert_eq!(seen.calls(), 2);
 }
 
+/// Sends `requests` in order and returns how many reached the origin. Also checks what each
+/// viewer got: a Miss is the origin's answer to that very request (its URI), and a Hit is
+/// the body an earlier Miss stored, so objects the policy tells apart are never mixed up.
 async fn calls_for(policy: KeyPolicy, requests: &[Request<()>]) -> usize {
     let (origin, seen) = cacheable();
     let svc = CdnLayer::builder()
@@ -251,13 +256,23 @@ async fn calls_for(policy: KeyPolicy, requests: &[Request<()>]) -> usize {
         .build()
         .unwrap()
         .layer(origin);
+    let mut stored: Vec<Bytes> = Vec::new();
     for req in requests {
         let mut r = Request::new(());
         *r.method_mut() = req.method().clone();
         *r.uri_mut() = req.uri().clone();
         *r.headers_mut() = req.headers().clone();
-        send(&svc, r).await;
+        let res = send(&svc, r).await;
+        match res.x_cache() {
+            "Miss from tower-cdn" => {
+                assert_eq!(res.body, req.uri().to_string());
+                stored.push(res.body);
+            }
+            "Hit from tower-cdn" => assert!(stored.contains(&res.body), "{:?}", res.body),
+            other => panic!("{other}"),
+        }
     }
+    assert_eq!(stored.len(), seen.calls());
     seen.calls()
 }
 
@@ -346,6 +361,7 @@ async fn cdn_cache_control_drives_the_edge_and_is_kept_from_viewers() {
         send(&svc, get(path, &[])).await;
         let hit = send(&svc, get(path, &[])).await;
         assert_eq!(hit.x_cache(), "Hit from tower-cdn", "{path}");
+        assert_eq!(hit.body, "x");
         assert_eq!(
             hit.header("cache-control"),
             "no-store",
@@ -474,4 +490,74 @@ async fn default_root_object_serves_index_for_the_root() {
         .default_root_object("/index.html")
         .build()
         .is_err());
+}
+
+/// An origin answering `cache-control` and the body `v1`, `v2`, ... (one more per call).
+fn versioned(cache_control: &'static str) -> (Origin, Seen) {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    origin(move |_| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        response(&[("cache-control", cache_control)], format!("v{n}"))
+    })
+}
+
+/// What the next viewer of `/p` gets: X-Cache and body.
+async fn next(svc: &tower_cdn::CdnService<Origin>) -> (String, Bytes) {
+    let res = send(svc, get("/p", &[])).await;
+    (res.x_cache().to_owned(), res.body)
+}
+
+fn hit(body: &'static str) -> (String, Bytes) {
+    (
+        "Hit from tower-cdn".to_owned(),
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn miss(body: &'static str) -> (String, Bytes) {
+    (
+        "Miss from tower-cdn".to_owned(),
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+#[tokio::test]
+async fn a_cache_policy_bounds_the_origins_freshness() {
+    // max_ttl caps the origin's max-age: stored, a Hit until the cap, then a Miss.
+    let (origin, seen) = versioned("max-age=600");
+    let clock = tower_cdn::ManualClock::new();
+    let policy = CachePolicy::rfc().max_ttl(Duration::from_secs(10));
+    let svc = CdnLayer::builder()
+        .clock(clock.clone())
+        .default_behavior(Behavior::new().cache_policy(policy))
+        .build()
+        .unwrap()
+        .layer(origin);
+    assert_eq!(next(&svc).await, miss("v1"));
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(next(&svc).await, hit("v1"));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(next(&svc).await, miss("v2"));
+    assert_eq!(seen.calls(), 2);
+
+    // min_ttl raises a shorter max-age; default_ttl applies to a response that has none.
+    for (cache_control, min, default, ttl) in [("max-age=1", 30, 30, 30), ("public", 0, 20, 20)] {
+        let (origin, seen) = versioned(cache_control);
+        let clock = tower_cdn::ManualClock::new();
+        let policy = CachePolicy::rfc()
+            .min_ttl(Duration::from_secs(min))
+            .default_ttl(Duration::from_secs(default));
+        let svc = CdnLayer::builder()
+            .clock(clock.clone())
+            .default_behavior(Behavior::new().cache_policy(policy))
+            .build()
+            .unwrap()
+            .layer(origin);
+        assert_eq!(next(&svc).await, miss("v1"), "{cache_control}");
+        clock.advance(Duration::from_secs(ttl - 1));
+        assert_eq!(next(&svc).await, hit("v1"), "{cache_control}");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(next(&svc).await, miss("v2"), "{cache_control}");
+        assert_eq!(seen.calls(), 2, "{cache_control}");
+    }
 }

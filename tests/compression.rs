@@ -157,11 +157,20 @@ async fn coding_of(
         r
     });
     let svc = CdnLayer::new().layer(origin);
-    send(&svc, get("/p", &[])).await;
+    let first = send(&svc, get("/p", &[])).await;
     let res = send(&svc, get("/p", &[("accept-encoding", "gzip")])).await;
-    res.headers
+    let coding = res
+        .headers
         .get("content-encoding")
-        .map(|v| v.to_str().unwrap().to_owned())
+        .map(|v| v.to_str().unwrap().to_owned());
+    // The second viewer gets the same content, in whatever coding.
+    match coding.as_deref() {
+        Some(enc) => assert_eq!(decode(enc, &res.body), first.body),
+        None => assert_eq!(res.body, first.body),
+    }
+    // Whether it is compressed or not, the object is stored and served from the store.
+    assert_eq!(res.x_cache(), "Hit from tower-cdn", "{status} {len}");
+    coding
 }
 
 #[tokio::test]
@@ -228,6 +237,7 @@ async fn an_origin_gzip_body_is_decoded_for_an_identity_only_viewer() {
     assert_eq!(decode("br", &br.body), body.as_bytes());
     let again = send(&svc, get("/g", &[])).await;
     assert_eq!(again.body, body, "no Accept-Encoding: identity");
+    assert_eq!(again.x_cache(), "Hit from tower-cdn");
     assert_eq!(seen.calls(), 1);
     assert_eq!(
         layer.metrics().compressions,
@@ -293,4 +303,55 @@ async fn a_variant_is_made_once_under_fifty_concurrent_requests() {
         assert_eq!(t.await.unwrap(), body.as_bytes());
     }
     assert_eq!(layer.metrics().compressions, 1);
+}
+
+// A coding made from a stored object lives and dies with it: once the object is stale
+// (RFC 9111 §4.2) no viewer gets the old content in any coding, and the codings made from
+// the new response carry the new content.
+#[tokio::test]
+async fn codings_expire_with_their_object() {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let (origin, seen) = origin(move |_| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        response(
+            &[
+                ("cache-control", "max-age=60"),
+                ("content-type", "text/html; charset=utf-8"),
+            ],
+            format!("version {n}: {}", text(5_000)),
+        )
+    });
+    let (layer, clock) = layer();
+    let svc = layer.layer(origin);
+    let v1 = send(&svc, get("/p", &[])).await.body;
+    assert!(v1.starts_with(b"version 1: "));
+    for enc in ["br", "gzip"] {
+        let res = send(&svc, get("/p", &[("accept-encoding", enc)])).await;
+        assert_eq!(res.x_cache(), "Hit from tower-cdn", "{enc}");
+        assert_eq!(decode(enc, &res.body), v1, "{enc}");
+    }
+    clock.advance(std::time::Duration::from_secs(59));
+    let br = send(&svc, get("/p", &[("accept-encoding", "br")])).await;
+    assert_eq!(br.x_cache(), "Hit from tower-cdn");
+    assert_eq!(decode("br", &br.body), v1);
+    assert_eq!(seen.calls(), 1);
+
+    clock.advance(std::time::Duration::from_secs(1));
+    let br = send(&svc, get("/p", &[("accept-encoding", "br")])).await;
+    assert_eq!(br.x_cache(), "Miss from tower-cdn");
+    // A miss may stream the origin's identity body; either way it is the new content.
+    let v2 = match br.headers.get("content-encoding") {
+        Some(enc) => decode(enc.to_str().unwrap(), &br.body),
+        None => br.body.to_vec(),
+    };
+    assert!(v2.starts_with(b"version 2: "));
+    assert_eq!(seen.calls(), 2);
+    for enc in ["gzip", "br"] {
+        let res = send(&svc, get("/p", &[("accept-encoding", enc)])).await;
+        assert_eq!(res.x_cache(), "Hit from tower-cdn", "{enc}");
+        assert_eq!(decode(enc, &res.body), v2, "{enc}");
+    }
+    let identity = send(&svc, get("/p", &[])).await;
+    assert_eq!(identity.body, v2);
+    assert_eq!(seen.calls(), 2);
 }

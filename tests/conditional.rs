@@ -155,7 +155,14 @@ async fn stale_object_is_revalidated_and_a_304_refreshes_it() {
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
-    clock.advance(Duration::from_secs(61));
+    clock.advance(Duration::from_secs(59));
+    let hit = send(&svc, get("/a", &[])).await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_ref()),
+        ("Hit from tower-cdn", BODY.as_bytes())
+    );
+    assert_eq!(seen.calls(), 1);
+    clock.advance(Duration::from_secs(2));
 
     let refreshed = send(&svc, get("/a", &[])).await;
     let sent = seen.last_headers();
@@ -184,6 +191,12 @@ async fn stale_object_is_revalidated_and_a_304_refreshes_it() {
         "the 304's max-age applies"
     );
     assert_eq!(seen.calls(), 2);
+    // 120 s after the 304 the refreshed object is stale in turn and revalidated again.
+    clock.advance(Duration::from_secs(20));
+    let again = send(&svc, get("/a", &[])).await;
+    assert_eq!(again.x_cache(), "RefreshHit from tower-cdn");
+    assert_eq!(again.body, BODY);
+    assert_eq!(seen.calls(), 3);
 }
 
 #[tokio::test]
@@ -206,31 +219,55 @@ async fn revalidation_carries_the_fields_vary_names() {
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[("accept-language", "fr")])).await;
-    clock.advance(Duration::from_secs(61));
+    clock.advance(Duration::from_secs(59));
+    let hit = send(&svc, get("/a", &[("accept-language", "fr")])).await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_ref()),
+        ("Hit from tower-cdn", &b"bonjour"[..])
+    );
+    assert_eq!(seen.calls(), 1);
+    clock.advance(Duration::from_secs(2));
     let res = send(&svc, get("/a", &[("accept-language", "fr")])).await;
     assert_eq!(res.x_cache(), "RefreshHit from tower-cdn");
+    assert_eq!(seen.calls(), 2);
     assert_eq!(seen.last_headers()["accept-language"], "fr");
     assert_eq!(res.body, "bonjour");
 }
 
 #[tokio::test]
 async fn a_full_response_on_revalidation_replaces_the_object() {
-    let (origin, seen) = origin(|_| {
-        response(
-            &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
-            "new",
-        )
+    // The first trip stores "old" (ETag "v1"); the revalidation gets a whole new 200.
+    let (origin, seen) = origin(|req| {
+        if req.headers().contains_key("if-none-match") {
+            response(
+                &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+                "new",
+            )
+        } else {
+            response(
+                &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+                "old",
+            )
+        }
     });
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
-    clock.advance(Duration::from_secs(61));
+    clock.advance(Duration::from_secs(59));
+    let hit = send(&svc, get("/a", &[])).await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_ref()),
+        ("Hit from tower-cdn", &b"old"[..])
+    );
+    clock.advance(Duration::from_secs(2));
     let res = send(&svc, get("/a", &[])).await;
     assert_eq!(res.x_cache(), "Miss from tower-cdn");
-    assert_eq!(
-        send(&svc, get("/a", &[])).await.x_cache(),
-        "Hit from tower-cdn"
-    );
+    assert_eq!(res.body, "new");
+    assert_eq!(seen.last_headers()["if-none-match"], "\"v1\"");
+    let after = send(&svc, get("/a", &[])).await;
+    assert_eq!(after.x_cache(), "Hit from tower-cdn");
+    assert_eq!(after.body, "new");
+    assert_eq!(after.header("etag"), "\"v2\"");
     assert_eq!(seen.calls(), 2);
 }
 
@@ -245,7 +282,9 @@ async fn a_viewers_conditional_miss_fetches_the_whole_object_then_answers_304() 
         !seen.last_headers().contains_key("if-none-match"),
         "the origin is asked for the full object"
     );
-    assert_eq!(send(&svc, get("/a", &[])).await.body, BODY);
+    let whole = send(&svc, get("/a", &[])).await;
+    assert_eq!(whole.body, BODY);
+    assert_eq!(whole.x_cache(), "Hit from tower-cdn");
     assert_eq!(seen.calls(), 1);
 }
 
@@ -379,7 +418,9 @@ async fn a_range_request_on_a_miss_fetches_the_whole_object() {
         (StatusCode::PARTIAL_CONTENT, &b"234"[..])
     );
     assert!(!seen.last_headers().contains_key("range"));
-    assert_eq!(send(&svc, get("/a", &[])).await.body, BODY);
+    let whole = send(&svc, get("/a", &[])).await;
+    assert_eq!(whole.body, BODY);
+    assert_eq!(whole.x_cache(), "Hit from tower-cdn");
     assert_eq!(seen.calls(), 1);
 }
 

@@ -11,6 +11,32 @@ use tower_cdn::CdnLayer;
 
 const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=60"), ("etag", "\"v1\"")];
 
+/// An origin answering every request with `headers` and the body `v1`, `v2`, ... (one more
+/// per call), so a response shows which trip to the origin it came from.
+fn versioned(headers: &'static [(&'static str, &'static str)]) -> (Origin, Seen) {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    origin(move |_| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        response(headers, format!("v{n}"))
+    })
+}
+
+/// Asserts a stored response was served: `Hit` and the body stored.
+fn assert_hit(res: &Seen200, body: &str) {
+    assert_eq!(
+        (res.x_cache(), res.body.as_ref()),
+        ("Hit from tower-cdn", body.as_bytes())
+    );
+}
+
+/// Asserts the origin answered: `Miss` and the body of that trip.
+fn assert_miss(res: &Seen200, body: &str) {
+    assert_eq!(
+        (res.x_cache(), res.body.as_ref()),
+        ("Miss from tower-cdn", body.as_bytes())
+    );
+}
+
 #[tokio::test]
 async fn fresh_hit_does_not_reach_the_origin() {
     let (origin, seen) = origin(|_| response(CACHEABLE, "hello"));
@@ -29,22 +55,22 @@ async fn fresh_hit_does_not_reach_the_origin() {
 
 #[tokio::test]
 async fn stale_object_goes_back_to_the_origin() {
-    let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=60")], "x"));
+    let (origin, seen) = versioned(&[("cache-control", "max-age=60")]);
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
     clock.advance(Duration::from_secs(59));
-    assert_eq!(
-        send(&svc, get("/a", &[])).await.x_cache(),
-        "Hit from tower-cdn"
-    );
+    let hit = send(&svc, get("/a", &[])).await;
+    assert_eq!(hit.x_cache(), "Hit from tower-cdn");
+    assert_eq!(hit.body, "v1");
     clock.advance(Duration::from_secs(1));
     // RFC 9111 §4.2: fresh only while freshness_lifetime > current_age.
-    assert_eq!(
-        send(&svc, get("/a", &[])).await.x_cache(),
-        "Miss from tower-cdn"
-    );
+    let miss = send(&svc, get("/a", &[])).await;
+    assert_eq!(miss.x_cache(), "Miss from tower-cdn");
+    assert_eq!(miss.body, "v2");
     assert_eq!(seen.calls(), 2);
+    // The new response is stored in its place.
+    assert_hit(&send(&svc, get("/a", &[])).await, "v2");
 }
 
 #[tokio::test]
@@ -63,24 +89,39 @@ async fn age_grows_with_the_clock_and_counts_the_origin_age() {
 
 #[tokio::test]
 async fn origin_age_past_max_age_makes_it_stale_at_once() {
-    let (origin, seen) =
-        origin(|_| response(&[("cache-control", "max-age=60"), ("age", "60")], "x"));
+    let (origin, seen) = origin(|req| {
+        // RFC 9111 §4.2.3: an Age one second short of max-age leaves one second of freshness.
+        let age = if req.uri().path() == "/young" {
+            "59"
+        } else {
+            "60"
+        };
+        response(&[("cache-control", "max-age=60"), ("age", age)], "x")
+    });
     let (layer, _) = layer();
     let svc = layer.layer(origin);
-    send(&svc, get("/a", &[])).await;
-    send(&svc, get("/a", &[])).await;
+    assert_miss(&send(&svc, get("/a", &[])).await, "x");
+    assert_miss(&send(&svc, get("/a", &[])).await, "x");
     assert_eq!(seen.calls(), 2);
+    send(&svc, get("/young", &[])).await;
+    assert_hit(&send(&svc, get("/young", &[])).await, "x");
+    assert_eq!(seen.calls(), 3);
 }
 
 async fn calls_for_two_gets(
     headers: &'static [(&'static str, &'static str)],
     req: &[(&str, &str)],
 ) -> usize {
-    let (origin, seen) = origin(move |_| response(headers, "x"));
+    let (origin, seen) = versioned(headers);
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", req)).await;
-    send(&svc, get("/a", req)).await;
+    let second = send(&svc, get("/a", req)).await;
+    // What the second viewer got says whether the first response was stored.
+    match seen.calls() {
+        1 => assert_hit(&second, "v1"),
+        _ => assert_miss(&second, "v2"),
+    }
     seen.calls()
 }
 
@@ -138,13 +179,14 @@ async fn authorization_needs_explicit_permission() {
 
 #[tokio::test]
 async fn s_maxage_overrides_max_age() {
-    let (origin, seen) =
-        origin(|_| response(&[("cache-control", "max-age=600, s-maxage=10")], "x"));
+    let (origin, seen) = versioned(&[("cache-control", "max-age=600, s-maxage=10")]);
     let (layer, clock) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
-    clock.advance(Duration::from_secs(11));
-    send(&svc, get("/a", &[])).await;
+    clock.advance(Duration::from_secs(9));
+    assert_hit(&send(&svc, get("/a", &[])).await, "v1");
+    clock.advance(Duration::from_secs(2));
+    assert_miss(&send(&svc, get("/a", &[])).await, "v2");
     assert_eq!(seen.calls(), 2);
 }
 
@@ -172,9 +214,17 @@ async fn expires_counts_from_date_and_invalid_expires_is_stale() {
         "Hit from tower-cdn"
     );
     assert_eq!(seen.calls(), 1);
-    send(&svc, get("/bad", &[])).await;
-    send(&svc, get("/bad", &[])).await;
-    assert_eq!(seen.calls(), 3);
+    // Expires - Date = 100 s (RFC 9111 §4.2.1): stale at 100.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        send(&svc, get("/good", &[])).await.x_cache(),
+        "Miss from tower-cdn"
+    );
+    assert_eq!(seen.calls(), 2);
+    // RFC 9111 §5.3: an invalid Expires means already expired.
+    assert_miss(&send(&svc, get("/bad", &[])).await, "x");
+    assert_miss(&send(&svc, get("/bad", &[])).await, "x");
+    assert_eq!(seen.calls(), 4);
 }
 
 #[tokio::test]
@@ -201,8 +251,18 @@ async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
         "Hit from tower-cdn"
     );
     send(&svc, get("/302", &[])).await;
-    send(&svc, get("/302", &[])).await;
+    assert_eq!(
+        send(&svc, get("/302", &[])).await.x_cache(),
+        "Miss from tower-cdn"
+    );
     assert_eq!(seen.calls(), 3);
+    // The heuristic lifetime ends at 100 s.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        send(&svc, get("/200", &[])).await.x_cache(),
+        "Miss from tower-cdn"
+    );
+    assert_eq!(seen.calls(), 4);
 }
 
 #[tokio::test]
@@ -217,7 +277,8 @@ async fn no_cache_response_is_revalidated_every_time() {
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
-    send(&svc, get("/a", &[])).await;
+    let second = send(&svc, get("/a", &[])).await;
+    assert_ne!(second.x_cache(), "Hit from tower-cdn");
     assert_eq!(seen.calls(), 2);
     assert_eq!(seen.last_headers()["if-none-match"], "\"a\"");
 }
@@ -230,8 +291,14 @@ async fn request_directives() {
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
     clock.advance(Duration::from_secs(50));
+    assert_hit(&send(&svc, get("/a", &[])).await, "x");
 
-    send(&svc, get("/a", &[("cache-control", "no-cache")])).await;
+    assert_ne!(
+        send(&svc, get("/a", &[("cache-control", "no-cache")]))
+            .await
+            .x_cache(),
+        "Hit from tower-cdn"
+    );
     assert_eq!(seen.calls(), 2, "no-cache goes to the origin");
     clock.advance(Duration::from_secs(50));
     assert_eq!(
@@ -284,6 +351,8 @@ async fn max_stale_serves_stale_unless_the_response_forbids_it() {
     let svc = layer.layer(origin);
     send(&svc, get("/lax", &[])).await;
     send(&svc, get("/strict", &[])).await;
+    assert_hit(&send(&svc, get("/strict", &[])).await, "x");
+    assert_hit(&send(&svc, get("/lax", &[])).await, "x");
     clock.advance(Duration::from_secs(15));
     let lax = send(&svc, get("/lax", &[("cache-control", "max-stale=10")])).await;
     assert_eq!(lax.x_cache(), "Hit from tower-cdn");
@@ -300,11 +369,14 @@ async fn max_stale_serves_stale_unless_the_response_forbids_it() {
 
 #[tokio::test]
 async fn request_no_store_is_not_stored() {
-    let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=100")], "x"));
+    let (origin, seen) = versioned(&[("cache-control", "max-age=100")]);
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[("cache-control", "no-store")])).await;
-    send(&svc, get("/a", &[])).await;
+    assert_miss(&send(&svc, get("/a", &[])).await, "v2");
+    assert_eq!(seen.calls(), 2);
+    // Without no-store the response is stored.
+    assert_hit(&send(&svc, get("/a", &[])).await, "v2");
     assert_eq!(seen.calls(), 2);
 }
 
@@ -321,6 +393,7 @@ async fn only_if_cached_answers_504_without_a_stored_object() {
     send(&svc, get("/a", &[])).await;
     let res = send(&svc, get("/a", &[("cache-control", "only-if-cached")])).await;
     assert_eq!(res.status, StatusCode::OK);
+    assert_hit(&res, "x");
     assert_eq!(seen.calls(), 1);
 }
 
@@ -335,7 +408,7 @@ async fn unknown_and_malformed_directives_do_not_break_caching() {
     let (layer, _) = layer();
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[("cache-control", "zzz=\"a,b\", ,,")])).await;
-    send(&svc, get("/a", &[])).await;
+    assert_hit(&send(&svc, get("/a", &[])).await, "x");
     assert_eq!(seen.calls(), 1);
 }
 
@@ -386,10 +459,10 @@ async fn vary_keeps_one_object_per_variant() {
 #[tokio::test]
 async fn vary_star_is_never_served_from_cache() {
     let (origin, seen) = origin(|req| {
-        let vary = if req.uri().path() == "/list" {
-            "accept, *"
-        } else {
-            "*"
+        let vary = match req.uri().path() {
+            "/list" => "accept, *",
+            "/named" => "accept",
+            _ => "*",
         };
         response(&[("cache-control", "max-age=60"), ("vary", vary)], "x")
     });
@@ -402,6 +475,10 @@ async fn vary_star_is_never_served_from_cache() {
         );
     }
     assert_eq!(seen.calls(), 4);
+    // The same response naming a field instead of `*` is stored and reused.
+    send(&svc, get("/named", &[])).await;
+    assert_hit(&send(&svc, get("/named", &[])).await, "x");
+    assert_eq!(seen.calls(), 5);
 }
 
 #[tokio::test]
@@ -426,17 +503,16 @@ async fn head_is_answered_from_a_stored_get() {
 async fn unsafe_methods_invalidate_the_target_uri() {
     // RFC 9111 §4.4, including a method the cache does not know.
     for method in ["POST", "PUT", "DELETE", "FROB"] {
-        let (origin, seen) = origin(|_| response(&[("cache-control", "max-age=60")], "x"));
+        let (origin, seen) = versioned(&[("cache-control", "max-age=60")]);
         let (layer, _) = layer();
         let svc = layer.layer(origin);
         send(&svc, get("/a", &[])).await;
+        assert_hit(&send(&svc, get("/a", &[])).await, "v1");
         send(&svc, request(method, "/a", &[])).await;
         assert_eq!(seen.last_method().as_str(), method);
-        assert_eq!(
-            send(&svc, get("/a", &[])).await.x_cache(),
-            "Miss from tower-cdn",
-            "{method}"
-        );
+        let after = send(&svc, get("/a", &[])).await;
+        assert_eq!(after.x_cache(), "Miss from tower-cdn", "{method}");
+        assert_eq!(after.body, "v3", "{method}");
         assert_eq!(seen.calls(), 3);
     }
 }
@@ -458,6 +534,9 @@ async fn unsafe_method_invalidates_same_origin_location_and_content_location() {
     let svc = layer.layer(origin);
     for p in ["/a", "/b", "/c", "/d"] {
         send(&svc, get(p, &[])).await;
+    }
+    for p in ["/a", "/b", "/c", "/d"] {
+        assert_hit(&send(&svc, get(p, &[])).await, "x");
     }
     send(&svc, request("POST", "/a", &[])).await;
     assert_eq!(seen.calls(), 5);
@@ -569,7 +648,9 @@ async fn stored_date_is_not_rewritten() {
     let svc = layer.layer(origin);
     send(&svc, get("/a", &[])).await;
     clock.advance(Duration::from_secs(30));
-    assert_eq!(send(&svc, get("/a", &[])).await.header("date"), date);
+    let hit = send(&svc, get("/a", &[])).await;
+    assert_eq!(hit.header("date"), date);
+    assert_hit(&hit, "x");
 }
 
 #[tokio::test]
@@ -602,6 +683,10 @@ async fn origin_body_failing_halfway_is_not_stored() {
         .unwrap();
     assert_eq!(again.headers()["x-cache"], "Miss from tower-cdn");
     assert_eq!(seen.calls(), 2);
+    // A whole body from the same origin is stored.
+    send(&svc, get("/a?ok", &[])).await;
+    assert_hit(&send(&svc, get("/a?ok", &[])).await, "whole");
+    assert_eq!(seen.calls(), 3);
 }
 
 #[tokio::test]
@@ -617,8 +702,29 @@ async fn over_size_object_is_served_whole_but_not_stored() {
         .unwrap();
     let svc = layer.layer(origin);
     assert_eq!(send(&svc, get("/big", &[])).await.body, big);
-    assert_eq!(send(&svc, get("/big", &[])).await.body, big);
+    let again = send(&svc, get("/big", &[])).await;
+    assert_eq!(again.body, big);
+    assert_eq!(again.x_cache(), "Miss from tower-cdn");
     assert_eq!(seen.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_object_within_the_size_bound_is_stored() {
+    let small = vec![b'z'; 50_000];
+    let body = small.clone();
+    let (origin, seen) =
+        origin(move |_| response(&[("cache-control", "max-age=60")], body.clone()));
+    let layer = CdnLayer::builder()
+        .capacity(4_000_000)
+        .max_object_size(100_000)
+        .build()
+        .unwrap();
+    let svc = layer.layer(origin);
+    assert_eq!(send(&svc, get("/small", &[])).await.body, small);
+    let hit = send(&svc, get("/small", &[])).await;
+    assert_eq!(hit.x_cache(), "Hit from tower-cdn");
+    assert_eq!(hit.body, small);
+    assert_eq!(seen.calls(), 1);
 }
 
 #[tokio::test]

@@ -40,6 +40,19 @@ async fn cached(svc: &tower_cdn::CdnService<Origin>, path: &str) -> bool {
     send(svc, get(path, &[])).await.x_cache() == "Hit from tower-cdn"
 }
 
+/// Asserts `path` is a Hit carrying its stored body (the tagged origin's body is the path).
+async fn assert_hit(svc: &tower_cdn::CdnService<Origin>, path: &str) {
+    let res = send(svc, get(path, &[])).await;
+    assert_eq!(
+        (res.x_cache(), res.body.as_ref()),
+        (
+            "Hit from tower-cdn",
+            path.split('?').next().unwrap().as_bytes()
+        ),
+        "{path}"
+    );
+}
+
 const PATHS: [&str; 5] = [
     "/index.html",
     "/images/a.jpg",
@@ -54,6 +67,9 @@ async fn purge_by_exact_path_takes_every_query_and_host() {
     let layer = CdnLayer::new();
     let svc = layer.clone().layer(origin);
     warm(&svc, &["/index.html", "/index.html?v=2", "/images/a.jpg"]).await;
+    for p in ["/index.html", "/index.html?v=2", "/images/a.jpg"] {
+        assert_hit(&svc, p).await;
+    }
     assert_eq!(layer.purge(&Purge::path("/index.html")), 2);
     assert!(!cached(&svc, "/index.html").await);
     assert!(!cached(&svc, "/index.html?v=2").await);
@@ -72,6 +88,9 @@ async fn purge_by_pattern_follows_cloudfront_wildcards() {
         let layer = CdnLayer::new();
         let svc = layer.clone().layer(origin);
         warm(&svc, &PATHS).await;
+        for p in PATHS {
+            assert_hit(&svc, p).await;
+        }
         assert_eq!(
             layer.purge(&Purge::pattern(pattern).unwrap()),
             purged.len(),
@@ -87,7 +106,7 @@ async fn purge_by_pattern_follows_cloudfront_wildcards() {
 #[tokio::test]
 async fn purge_by_tag_takes_every_tagged_object_variant_and_coding() {
     let body = "tagged text ".repeat(200);
-    let (origin, _) = origin(move |req| {
+    let (origin, seen) = origin(move |req| {
         let lang = req.headers().get("accept-language").cloned();
         let mut r = response(
             &[
@@ -129,6 +148,21 @@ async fn purge_by_tag_takes_every_tagged_object_variant_and_coding() {
         !hit.headers.contains_key("surrogate-key"),
         "tags never reach viewers"
     );
+    for lang in ["en", "fr"] {
+        for coding in ["br", "identity"] {
+            let res = send(
+                &svc,
+                get(
+                    "/p/42",
+                    &[("accept-language", lang), ("accept-encoding", coding)],
+                ),
+            )
+            .await;
+            assert_eq!(res.x_cache(), "Hit from tower-cdn", "{lang} {coding}");
+            assert_eq!(res.header("content-language"), lang);
+        }
+    }
+    let calls = seen.calls();
     assert_eq!(layer.purge(&Purge::tag("product-42")), 2, "both variants");
     for lang in ["en", "fr"] {
         let res = send(
@@ -140,7 +174,15 @@ async fn purge_by_tag_takes_every_tagged_object_variant_and_coding() {
         )
         .await;
         assert_eq!(res.x_cache(), "Miss from tower-cdn");
+        assert_eq!(res.header("content-language"), lang);
     }
+    assert_eq!(seen.calls(), calls + 2);
+    // The identity representation went with the br coding.
+    for lang in ["en", "fr"] {
+        let res = send(&svc, get("/p/42", &[("accept-language", lang)])).await;
+        assert_eq!(res.x_cache(), "Hit from tower-cdn", "refilled by the miss");
+    }
+    assert_eq!(seen.calls(), calls + 2);
 }
 
 #[tokio::test]
@@ -149,17 +191,29 @@ async fn tags_from_both_fields_select_objects() {
     let layer = CdnLayer::new();
     let svc = layer.clone().layer(origin);
     warm(&svc, &PATHS).await;
+    for p in PATHS {
+        assert_hit(&svc, p).await;
+    }
+    // A tag no object carries takes nothing, with every object stored.
+    assert_eq!(layer.purge(&Purge::tag("nothing")), 0);
     assert_eq!(
         layer.purge(&Purge::tag("catalog")),
         2,
         "Surrogate-Key, space-separated"
     );
+    // The untagged-by-catalog objects are still stored (asked without refilling the others).
+    for p in &PATHS[..3] {
+        assert_hit(&svc, p).await;
+    }
     assert_eq!(
         layer.purge(&Purge::tag("site")),
         3,
         "Cache-Tag, comma-separated"
     );
     assert_eq!(layer.purge(&Purge::tag("nothing")), 0);
+    for p in PATHS {
+        assert!(!cached(&svc, p).await, "{p}");
+    }
 }
 
 #[tokio::test]
@@ -175,6 +229,12 @@ async fn soft_purge_keeps_objects_for_stale_while_revalidate() {
     let svc = layer.clone().layer(origin);
     send(&svc, get("/a", &[])).await;
     clock.advance(Duration::from_secs(300));
+    let fresh = send(&svc, get("/a", &[])).await;
+    assert_eq!(
+        (fresh.x_cache(), fresh.body.as_ref()),
+        ("Hit from tower-cdn", &b"v"[..])
+    );
+    assert!(!fresh.header("cache-status").contains("stale"));
     assert_eq!(layer.purge(&Purge::path("/a").soft()), 1);
     let stale = send(&svc, get("/a", &[])).await;
     assert_eq!(stale.x_cache(), "Hit from tower-cdn");
@@ -187,6 +247,15 @@ async fn soft_purge_keeps_objects_for_stale_while_revalidate() {
     );
     eventually("the background refresh", || seen.calls() == 2).await;
     assert_eq!(seen.calls(), 2, "refreshed in the background");
+    // The refreshed object is fresh again.
+    let after = send(&svc, get("/a", &[])).await;
+    assert_eq!(after.x_cache(), "Hit from tower-cdn");
+    assert!(
+        !after.header("cache-status").contains("stale"),
+        "{}",
+        after.header("cache-status")
+    );
+    assert_eq!(seen.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -136,6 +136,13 @@ async fn a_leader_dropping_mid_body_does_not_truncate_followers() {
         "first,second"
     );
     assert_eq!(seen.calls(), 1);
+    // The whole body was stored for the next viewer.
+    let after = send(&svc, get("/k", &[])).await;
+    assert_eq!(
+        (after.x_cache(), after.body.as_ref()),
+        ("Hit from tower-cdn", &b"first,second"[..])
+    );
+    assert_eq!(seen.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,12 +214,20 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let clock = ManualClock::new();
     let svc = layer_with(&clock).build().unwrap().layer(origin);
     assert_eq!(send(&svc, get("/a", &[])).await.body, "v1");
+    clock.advance(Duration::from_secs(9));
+    let fresh = send(&svc, get("/a", &[])).await;
+    assert_eq!(
+        (fresh.x_cache(), fresh.body.as_ref()),
+        ("Hit from tower-cdn", &b"v1"[..])
+    );
+    assert!(!fresh.header("cache-status").contains("stale"));
     version.store(2, Ordering::SeqCst);
-    clock.advance(Duration::from_secs(15));
+    clock.advance(Duration::from_secs(6));
 
     for _ in 0..5 {
         let stale = send(&svc, get("/a", &[])).await;
         assert_eq!(stale.body, "v1", "served at once while the origin is held");
+        assert_eq!(stale.x_cache(), "Hit from tower-cdn");
         assert!(stale
             .header("cache-status")
             .contains("stale-while-revalidate"));
@@ -235,6 +250,12 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     }
     assert!(refreshed, "the background refresh replaced the object");
     assert_eq!(seen.calls(), 2);
+    let fresh = send(&svc, get("/a", &[])).await;
+    assert_eq!(
+        (fresh.x_cache(), fresh.body.as_ref()),
+        ("Hit from tower-cdn", &b"v2"[..])
+    );
+    assert!(!fresh.header("cache-status").contains("stale"));
 
     clock.advance(Duration::from_secs(75));
     version.store(3, Ordering::SeqCst);
@@ -248,7 +269,10 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
         "past the window the viewer waits for the origin"
     );
     release.notify_waiters();
-    assert_eq!(waiting.await.unwrap().body, "v3");
+    let waited = waiting.await.unwrap();
+    assert_eq!(waited.body, "v3");
+    assert_eq!(waited.x_cache(), "Miss from tower-cdn");
+    assert_eq!(seen.calls(), 3);
 }
 
 /// An origin whose mode the test flips: 200, 503, an inner error, or no answer at all.
@@ -324,7 +348,17 @@ async fn stale_after_failure(cache_control: &'static str, mode: usize) -> (Seen2
         .unwrap()
         .layer(flaky.service());
     assert_eq!(send(&svc, get("/a", &[])).await.body, "good");
-    clock.advance(Duration::from_secs(15));
+    // Stored and fresh until max-age (10 s in every caller); a no-cache response is stored
+    // but never reused without revalidation (RFC 9111 §5.2.2.4), so it is not asked here.
+    clock.advance(Duration::from_secs(9));
+    if !cache_control.contains("no-cache") {
+        let hit = send(&svc, get("/a", &[])).await;
+        assert_eq!(
+            (hit.x_cache(), hit.body.as_ref()),
+            ("Hit from tower-cdn", &b"good"[..])
+        );
+    }
+    clock.advance(Duration::from_secs(6));
     flaky.set(mode);
     let res = send(&svc, get("/a", &[])).await;
     (res, flaky.calls.load(Ordering::SeqCst))
@@ -403,7 +437,13 @@ async fn the_stale_if_error_budget_serves_stale_and_the_origin_still_refreshes()
         .unwrap()
         .layer(flaky.service());
     send(&svc, get("/a", &[])).await;
-    clock.advance(Duration::from_secs(15));
+    clock.advance(Duration::from_secs(9));
+    let hit = send(&svc, get("/a", &[])).await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_ref()),
+        ("Hit from tower-cdn", &b"good"[..])
+    );
+    clock.advance(Duration::from_secs(6));
     flaky.set(SLOW);
     let started = tokio::time::Instant::now();
     let res = send(&svc, get("/a", &[])).await;
@@ -435,8 +475,27 @@ async fn calls_for(
     });
     let svc = builder.clock(clock.clone()).build().unwrap().layer(origin);
     send(&svc, get("/e", &[])).await;
-    clock.advance(Duration::from_secs(advance));
-    send(&svc, get("/e", &[])).await;
+    if advance > 0 {
+        // Every caller that lets time pass expects the error stored until then: a Hit one
+        // second before.
+        clock.advance(Duration::from_secs(advance - 1));
+        let before = send(&svc, get("/e", &[])).await;
+        assert_eq!(
+            (before.x_cache(), before.body.as_ref()),
+            ("Hit from tower-cdn", &b"err"[..]),
+            "{status} at {}",
+            advance - 1
+        );
+        clock.advance(Duration::from_secs(1));
+    }
+    let second = send(&svc, get("/e", &[])).await;
+    assert_eq!(second.status.as_u16(), status);
+    let expected = if seen.calls() == 1 {
+        "Hit from tower-cdn"
+    } else {
+        "Miss from tower-cdn"
+    };
+    assert_eq!(second.x_cache(), expected, "{status} at {advance}");
     seen.calls()
 }
 

@@ -896,6 +896,7 @@ mod tests {
     }
 
     proptest! {
+        // Arbitrary field values: no panic, and the invariants that hold whatever the input.
         #[test]
         fn evaluate_never_panics(
             a in any::<String>(),
@@ -913,13 +914,94 @@ mod tests {
                 }
             }
             for v in &values {
-                let _ = evaluate(&method, &map, Some(v), Some(v));
-                let _ = weak_etag(v);
+                let decision = evaluate(&method, &map, Some(v), Some(v));
+                // §13.2.2: 304 only answers GET and HEAD.
+                if method != Method::GET {
+                    prop_assert_ne!(decision, NotModified);
+                }
+                // §13.2.1: OPTIONS ignores every precondition.
+                prop_assert_eq!(evaluate(&Method::OPTIONS, &map, Some(v), Some(v)), Proceed);
+                // A tag made weak is the same tag with `W/` (§8.8.3); anything else unchanged.
+                let weak = weak_etag(v);
+                match EntityTag::parse(v.as_bytes()) {
+                    Some(tag) if !tag.is_weak() => {
+                        let parsed = EntityTag::parse(weak.as_bytes());
+                        prop_assert!(parsed.is_some_and(|w| w.is_weak() && w.weak_eq(&tag)));
+                    }
+                    _ => prop_assert_eq!(&weak, v),
+                }
             }
             let mut stored = HeaderMap::new();
             stored.insert(header::DATE, hv(LM));
-            let _ = not_modified_selects(&stored, &map);
+            // The 304 carries no validator and neither does the stored response (§4.3.4).
+            prop_assert!(not_modified_selects(&stored, &map));
             merge_not_modified(&mut stored, &map);
+            // §3.1/§7.6.1: hop-by-hop `Connection` is never stored; Date, absent from the
+            // 304, is kept.
+            prop_assert!(!stored.contains_key(header::CONNECTION));
+            prop_assert_eq!(stored.get(header::DATE), Some(&hv(LM)));
+        }
+
+        // RFC 9110 §13.2.2: the decision for arbitrary entity-tag lists and dates equals the
+        // reference model, steps in order, with strong comparison for If-Match and weak for
+        // If-None-Match (§8.8.3.2).
+        #[test]
+        fn evaluate_matches_the_reference_model(
+            stored_etag in proptest::option::of(tag_text()),
+            stored_lm in proptest::option::of(date_text()),
+            if_match in proptest::option::of(list_text()),
+            if_unmodified_since in proptest::option::of(date_lines()),
+            if_none_match in proptest::option::of(list_text()),
+            if_modified_since in proptest::option::of(date_lines()),
+            method in prop_oneof![
+                Just(Method::GET), Just(Method::HEAD), Just(Method::PUT),
+                Just(Method::POST), Just(Method::DELETE), Just(Method::OPTIONS),
+            ],
+        ) {
+            let mut request = HeaderMap::new();
+            if let Some(list) = &if_match {
+                request.append(IF_MATCH, hv(list));
+            }
+            for date in if_unmodified_since.iter().flatten() {
+                request.append(IF_UNMODIFIED_SINCE, hv(date));
+            }
+            if let Some(list) = &if_none_match {
+                request.append(IF_NONE_MATCH, hv(list));
+            }
+            for date in if_modified_since.iter().flatten() {
+                request.append(IF_MODIFIED_SINCE, hv(date));
+            }
+            let etag = stored_etag.as_deref().map(hv);
+            let lm = stored_lm.as_deref().map(hv);
+            let expected = model(
+                &method,
+                stored_etag.as_deref(),
+                stored_lm.as_deref(),
+                if_match.as_deref(),
+                if_unmodified_since.as_deref(),
+                if_none_match.as_deref(),
+                if_modified_since.as_deref(),
+            );
+            prop_assert_eq!(evaluate(&method, &request, etag.as_ref(), lm.as_ref()), expected);
+        }
+
+        // §8.8.3.2's table for arbitrary tag pairs: strong equality needs both strong and the
+        // same opaque-tag; weak equality only the same opaque-tag.
+        #[test]
+        fn comparison_functions_follow_8_8_3_2(a in tag_text(), b in tag_text()) {
+            let (ta, tb) = (EntityTag::parse(a.as_bytes()), EntityTag::parse(b.as_bytes()));
+            match (model_tag(&a), model_tag(&b)) {
+                (Some((wa, oa)), Some((wb, ob))) => {
+                    let (ta, tb) = (ta.unwrap(), tb.unwrap());
+                    prop_assert_eq!(ta.strong_eq(&tb), !wa && !wb && oa == ob);
+                    prop_assert_eq!(ta.weak_eq(&tb), oa == ob);
+                    prop_assert_eq!(ta.strong_eq(&tb), tb.strong_eq(&ta));
+                }
+                (ma, mb) => {
+                    prop_assert_eq!(ta.is_some(), ma.is_some());
+                    prop_assert_eq!(tb.is_some(), mb.is_some());
+                }
+            }
         }
 
         #[test]
@@ -929,5 +1011,117 @@ mod tests {
             let r = request(&[(IF_NONE_MATCH, &list)]);
             prop_assert_eq!(evaluate(&Method::GET, &r, Some(&hv(&wanted)), None), NotModified);
         }
+    }
+
+    /// One instant in the three HTTP-date forms (RFC 9110 §5.6.7), its neighbours, and junk.
+    const DATES: [(&str, Option<i8>); 6] = [
+        (EARLIER, Some(-1)),
+        (LM, Some(0)),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", Some(0)),
+        ("Sun Nov  6 08:49:37 1994", Some(0)),
+        (LATER, Some(1)),
+        ("yesterday", None),
+    ];
+
+    /// The model's reading of a date: its offset from `LM` in seconds, `None` if invalid.
+    fn model_date(text: &str) -> Option<i8> {
+        DATES.iter().find(|(t, _)| *t == text).and_then(|(_, d)| *d)
+    }
+
+    fn date_text() -> impl Strategy<Value = String> {
+        (0..DATES.len()).prop_map(|i| DATES[i].0.to_owned())
+    }
+
+    /// One line usually; two lines now and then (a list, which §13.1.3/§13.1.4 ignore).
+    fn date_lines() -> impl Strategy<Value = Vec<String>> {
+        prop_oneof![
+            4 => date_text().prop_map(|d| vec![d]),
+            1 => proptest::collection::vec(date_text(), 2..3),
+        ]
+    }
+
+    /// An entity-tag (strong or weak) over a tiny alphabet, so equal tags are common, or junk.
+    fn tag_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "\"[ab]{0,2}\"",
+            4 => "W/\"[ab]{0,2}\"",
+            1 => prop_oneof![Just("junk"), Just("w/\"a\""), Just("\"a"), Just("\"a\"x")]
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    /// A list of members: tags, `*` now and then, junk; joined with ", " or on one line.
+    fn list_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![8 => tag_text(), 1 => Just("*".to_owned())],
+            1..5,
+        )
+        .prop_map(|members| members.join(", "))
+    }
+
+    /// A model entity-tag: `(weak, opaque-tag)`.
+    type ModelTag<'a> = (bool, &'a str);
+
+    /// `(weak, opaque)` of a well-formed tag from [`tag_text`], `None` for junk.
+    fn model_tag(text: &str) -> Option<ModelTag<'_>> {
+        let (weak, rest) = match text.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let opaque = rest.strip_prefix('"')?.strip_suffix('"')?;
+        (!opaque.contains('"')).then_some((weak, opaque))
+    }
+
+    /// RFC 9110 §13.2.2 steps 1-4 as written, over the model's tags and dates.
+    fn model(
+        method: &Method,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+        if_match: Option<&str>,
+        if_unmodified_since: Option<&[String]>,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<&[String]>,
+    ) -> Precondition {
+        if *method == Method::OPTIONS {
+            return Proceed; // §13.2.1
+        }
+        let current = etag.and_then(model_tag);
+        let lm = last_modified.and_then(model_date);
+        let any_member = |list: &str, eq: &dyn Fn(ModelTag<'_>, ModelTag<'_>) -> bool| {
+            list.split(", ").any(|m| {
+                m == "*" || matches!((model_tag(m), current), (Some(t), Some(c)) if eq(t, c))
+            })
+        };
+        // §13.1.3/§13.1.4: one valid HTTP-date, else the field is ignored.
+        let single = |lines: Option<&[String]>| match lines {
+            Some([one]) => model_date(one),
+            _ => None,
+        };
+        let strong = |(wa, oa): ModelTag<'_>, (wb, ob): ModelTag<'_>| !wa && !wb && oa == ob;
+        let weak = |(_, oa): ModelTag<'_>, (_, ob): ModelTag<'_>| oa == ob;
+        // Step 1, else step 2.
+        if let Some(list) = if_match {
+            if !any_member(list, &strong) {
+                return Failed;
+            }
+        } else if let (Some(since), Some(lm)) = (single(if_unmodified_since), lm) {
+            if lm > since {
+                return Failed;
+            }
+        }
+        let get_or_head = *method == Method::GET || *method == Method::HEAD;
+        // Step 3, else step 4.
+        if let Some(list) = if_none_match {
+            if any_member(list, &weak) {
+                return if get_or_head { NotModified } else { Failed };
+            }
+        } else if get_or_head {
+            if let (Some(since), Some(lm)) = (single(if_modified_since), lm) {
+                if lm <= since {
+                    return NotModified;
+                }
+            }
+        }
+        Proceed
     }
 }

@@ -812,41 +812,341 @@ mod tests {
             }
         }
 
+        // The decision for any header text equals the reference model of RFC 9110 §14.1-§14.2
+        // (with this server's documented choices), and every range served lies in the body.
         #[test]
-        fn evaluate_never_panics_on_strings(s in any::<String>(), len in any::<u64>()) {
+        fn evaluate_matches_the_reference_model_on_strings(s in any::<String>(), len in any::<u64>()) {
             if let Ok(v) = HeaderValue::from_str(&s) {
-                let _ = evaluate(&v, len);
-                let _ = if_range_allows_partial(&v, Some(&v), Some(&v));
+                check_against_model(&v, len)?;
+                check_if_range_against_model(&v, Some(&v), Some(&v))?;
             }
         }
 
         #[test]
-        fn evaluate_never_panics_on_bytes(
+        fn evaluate_matches_the_reference_model_on_bytes(
             tail in proptest::collection::vec(any::<u8>(), 0..64),
             len in prop_oneof![Just(0_u64), Just(1), Just(u64::MAX), any::<u64>()],
         ) {
             let mut raw = b"bytes=".to_vec();
             raw.extend(tail);
             if let Ok(v) = HeaderValue::from_bytes(&raw) {
-                let _ = evaluate(&v, len);
+                check_against_model(&v, len)?;
             }
             if let Ok(v) = HeaderValue::from_bytes(&raw[6..]) {
-                let _ = evaluate(&v, len);
-                let _ = if_range_allows_partial(&v, Some(&v), Some(&v));
+                check_against_model(&v, len)?;
+                check_if_range_against_model(&v, Some(&v), Some(&v))?;
             }
         }
 
         #[test]
-        fn evaluate_never_panics_on_range_like_text(
+        fn evaluate_matches_the_reference_model_on_range_like_text(
             s in "[bB]ytes ?= ?[0-9 ,\\-]{0,80}",
-            len in prop_oneof![Just(0_u64), 1..200_u64, any::<u64>()],
+            len in prop_oneof![Just(0_u64), 1..20_u64, 1..200_u64, any::<u64>()],
         ) {
-            let outcome = evaluate(&hv(&s), len);
-            match outcome {
-                Single(r) => prop_assert!(r.start < r.end && r.end <= len),
-                Multi(rs) => prop_assert!(rs.iter().all(|r| r.start < r.end && r.end <= len)),
-                Full | Unsatisfiable => {}
+            check_against_model(&hv(&s), len)?;
+        }
+
+        // §13.1.5 with §8.8.3.2: only a strong tag equal to a strong current ETag, or a date
+        // equal to Last-Modified (in any of the three HTTP-date forms), allows a 206.
+        #[test]
+        fn if_range_matches_the_reference_model(
+            value in if_range_text(),
+            etag in proptest::option::of(if_range_text()),
+            last_modified in proptest::option::of(if_range_text()),
+        ) {
+            let (etag, last_modified) = (etag.map(|e| hv(&e)), last_modified.map(|l| hv(&l)));
+            check_if_range_against_model(&hv(&value), etag.as_ref(), last_modified.as_ref())?;
+        }
+
+        // Well-formed and slightly broken lists (reversed bounds, junk, too many specs) over
+        // small bodies: the decision equals the model, and the bytes served, single part or
+        // multipart, are exactly the slices of the body the model selects.
+        #[test]
+        fn served_bytes_equal_the_model_selection(
+            parts in prop_oneof![
+                // Mostly a few specs, so that disjoint (multipart) sets are common.
+                4 => proptest::collection::vec(spec_text(), 1..4),
+                1 => proptest::collection::vec(spec_text(), 0..(MAX_RANGES + 3)),
+            ],
+            unit in prop_oneof![8 => Just("bytes"), 1 => Just("BYTES"), 1 => Just(" bytes "), 1 => Just("items")],
+            len in 0..40_u64,
+        ) {
+            let header = format!("{unit}={}", parts.join(","));
+            let value = hv(&header);
+            let outcome = check_against_model(&value, len)?;
+            let body: Bytes = (0..len).map(|i| (i % 251) as u8).collect();
+            let served: Vec<Range<u64>> = match &outcome {
+                Single(r) => vec![r.clone()],
+                Multi(rs) => rs.clone(),
+                Full | Unsatisfiable => return Ok(()),
+            };
+            let selected: Vec<u8> = served
+                .iter()
+                .flat_map(|r| body[r.start as usize..r.end as usize].iter().copied())
+                .collect();
+            // The union of the model's satisfiable ranges, in offset order, is what was asked.
+            let wanted = match model(value.as_bytes(), len) {
+                Model::Ranges(rs) => union(rs),
+                other => return Err(TestCaseError::fail(format!("{other:?} but served {outcome:?}"))),
+            };
+            let asked: Vec<u8> = wanted
+                .iter()
+                .flat_map(|r| body[r.start as usize..r.end as usize].iter().copied())
+                .collect();
+            let mut sorted = served.clone();
+            sorted.sort_by_key(|r| r.start);
+            let served_in_order: Vec<u8> = sorted
+                .iter()
+                .flat_map(|r| body[r.start as usize..r.end as usize].iter().copied())
+                .collect();
+            prop_assert_eq!(served_in_order, asked);
+            if let Multi(rs) = &outcome {
+                let m = multipart(&body, rs, None, len, "B").unwrap();
+                let data: Vec<u8> = m.chunks.iter().skip(1).step_by(2).flat_map(|c| c.iter().copied()).collect();
+                prop_assert_eq!(data, selected);
             }
         }
+    }
+
+    // Every one- and two-spec set over positions 0..7 against bodies of 0 to 5 bytes: each
+    // boundary of RFC 9110 §14.1.2 (first-pos at the length, last-pos at or past the last
+    // byte, suffix of zero, longer than the body) is met, and the decision equals the model.
+    #[test]
+    fn small_scope_sets_match_the_model_exhaustively() {
+        let mut specs = Vec::new();
+        for a in 0..7_u64 {
+            specs.push(format!("{a}-"));
+            specs.push(format!("-{a}"));
+            for b in 0..7_u64 {
+                specs.push(format!("{a}-{b}"));
+            }
+        }
+        for len in 0..6_u64 {
+            for first in &specs {
+                for value in std::iter::once(format!("bytes={first}"))
+                    .chain(specs.iter().map(|second| format!("bytes={first},{second}")))
+                {
+                    if let Err(e) = check_against_model(&hv(&value), len) {
+                        panic!("{e}");
+                    }
+                }
+            }
+        }
+        // Three int-ranges: coalescing of neighbours that touch in request order (§14.2)
+        // next to a part that stays separate.
+        let ints: Vec<String> = (0..7_u64)
+            .flat_map(|a| (a..7).map(move |b| format!("{a}-{b}")))
+            .collect();
+        for len in [5_u64, 7] {
+            for a in &ints {
+                for b in &ints {
+                    for c in &ints {
+                        if let Err(e) = check_against_model(&hv(&format!("bytes={a},{b},{c}")), len)
+                        {
+                            panic!("{e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `If-Range`, `ETag` or `Last-Modified` text: tags strong or weak over a tiny alphabet
+    /// (so that equal tags are common), one instant in the three HTTP-date forms, the next
+    /// second, and junk.
+    fn if_range_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(W/)?\"[ab]{0,2}\"",
+            "[ \t]?\"[ab]{0,2}\"[ \t]?",
+            Just("Sun, 06 Nov 1994 08:49:37 GMT".to_owned()),
+            Just("Sunday, 06-Nov-94 08:49:37 GMT".to_owned()),
+            Just("Sun Nov  6 08:49:37 1994".to_owned()),
+            Just("Sun, 06 Nov 1994 08:49:38 GMT".to_owned()),
+            "[\"W/ab*]{0,5}",
+        ]
+    }
+
+    /// One range-spec as text over positions around a short body, so that the boundaries
+    /// (first-pos at, before and after the length; last-pos at the last byte) come up often;
+    /// now and then reversed bounds or junk, which make the whole field invalid.
+    fn spec_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (0..48_u64, 0..48_u64).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            4 => (0..48_u64, 0..4_u64).prop_map(|(a, w)| format!("{a}-{}", a + w)),
+            1 => (0..48_u64, 0..48_u64).prop_map(|(a, b)| format!("{a}-{b}")),
+            3 => (0..48_u64).prop_map(|a| format!("{a}-")),
+            3 => (0..48_u64).prop_map(|n| format!("-{n}")),
+            1 => Just(String::new()),
+            1 => "[ \t]{0,2}[0-9x+]{0,2}[ \t]?-?[ \t]?[0-9]{0,2}[ \t]{0,2}",
+        ]
+    }
+
+    /// What RFC 9110 §14.1-§14.2 and this server's documented choices make of a `Range`
+    /// value: written from the grammar, independently of `parse`/`resolve`/`multi`.
+    #[derive(Debug, PartialEq)]
+    enum Model {
+        /// Unknown unit, invalid syntax, more than `MAX_RANGES` specs (§14.2: ignore).
+        Ignored,
+        /// Valid, zero-length representation with a non-zero suffix: the empty 200.
+        EmptyFull,
+        /// Valid, but nothing satisfiable (§14.1.1): 416.
+        Unsatisfiable,
+        /// The satisfiable ranges in request order (§15.3.7.2), before coalescing.
+        Ranges(Vec<Range<u64>>),
+    }
+
+    /// Parses `1*DIGIT` as u64 with `str::parse`, after checking that only digits are present
+    /// (`parse` alone would accept a leading `+`).
+    fn digits(s: &[u8]) -> Option<u64> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    }
+
+    fn ows_trim(s: &[u8]) -> &[u8] {
+        let start = s
+            .iter()
+            .position(|b| *b != b' ' && *b != b'\t')
+            .unwrap_or(s.len());
+        let end = s
+            .iter()
+            .rposition(|b| *b != b' ' && *b != b'\t')
+            .map_or(start, |e| e + 1);
+        &s[start..end.max(start)]
+    }
+
+    fn model(value: &[u8], len: u64) -> Model {
+        let Some(eq) = value.iter().position(|b| *b == b'=') else {
+            return Model::Ignored;
+        };
+        if !ows_trim(&value[..eq]).eq_ignore_ascii_case(b"bytes") {
+            return Model::Ignored;
+        }
+        // (first, last) with `None` first for a suffix-range.
+        let mut specs: Vec<(Option<u64>, Option<u64>)> = Vec::new();
+        for element in value[eq + 1..].split(|b| *b == b',').map(ows_trim) {
+            if element.is_empty() {
+                continue;
+            }
+            let Some(dash) = element.iter().position(|b| *b == b'-') else {
+                return Model::Ignored;
+            };
+            let (first, last) = (ows_trim(&element[..dash]), ows_trim(&element[dash + 1..]));
+            let spec = match (first.is_empty(), last.is_empty()) {
+                (true, _) => match digits(last) {
+                    Some(n) => (None, Some(n)),
+                    None => return Model::Ignored,
+                },
+                (false, true) => match digits(first) {
+                    Some(a) => (Some(a), None),
+                    None => return Model::Ignored,
+                },
+                (false, false) => match (digits(first), digits(last)) {
+                    (Some(a), Some(b)) if a <= b => (Some(a), Some(b)),
+                    _ => return Model::Ignored,
+                },
+            };
+            specs.push(spec);
+        }
+        if specs.is_empty() || specs.len() > MAX_RANGES {
+            return Model::Ignored;
+        }
+        if len == 0 {
+            let suffix = specs.iter().any(|s| matches!(s, (None, Some(n)) if *n > 0));
+            return if suffix {
+                Model::EmptyFull
+            } else {
+                Model::Unsatisfiable
+            };
+        }
+        let ranges: Vec<Range<u64>> = specs
+            .iter()
+            .filter_map(|spec| match *spec {
+                (Some(a), _) if a >= len => None,
+                (Some(a), None) => Some(a..len),
+                (Some(a), Some(b)) => Some(a..if b >= len - 1 { len } else { b + 1 }),
+                (None, Some(0)) | (None, None) => None,
+                (None, Some(n)) => Some(len.saturating_sub(n)..len),
+            })
+            .collect();
+        if ranges.is_empty() {
+            Model::Unsatisfiable
+        } else {
+            Model::Ranges(ranges)
+        }
+    }
+
+    /// Checks `evaluate` against the model, including the documented policy for several ranges:
+    /// any overlap → the whole 200 (§14.2, §17.15); a contiguous union → one part; otherwise
+    /// neighbours that touch in request order are merged (§14.2 permits coalescing).
+    fn check_against_model(value: &HeaderValue, len: u64) -> Result<RangeOutcome, TestCaseError> {
+        let outcome = evaluate(value, len);
+        let expected = match model(value.as_bytes(), len) {
+            Model::Ignored | Model::EmptyFull => Full,
+            Model::Unsatisfiable => Unsatisfiable,
+            Model::Ranges(rs) if rs.len() == 1 => Single(rs[0].clone()),
+            Model::Ranges(rs) => {
+                let total: u64 = rs.iter().map(|r| r.end - r.start).sum();
+                let merged = union(rs.clone());
+                let covered: u64 = merged.iter().map(|r| r.end - r.start).sum();
+                if covered < total {
+                    Full
+                } else if merged.len() == 1 {
+                    Single(merged[0].clone())
+                } else {
+                    let mut parts: Vec<Range<u64>> = Vec::new();
+                    for r in rs {
+                        if let Some(last) = parts.last_mut().filter(|l| l.end == r.start) {
+                            last.end = r.end;
+                        } else {
+                            parts.push(r);
+                        }
+                    }
+                    Multi(parts)
+                }
+            }
+        };
+        prop_assert_eq!(&outcome, &expected, "Range: {:?}, length {}", value, len);
+        match &outcome {
+            Single(r) => prop_assert!(r.start < r.end && r.end <= len),
+            Multi(rs) => {
+                prop_assert!(rs.len() >= 2 && rs.len() <= MAX_RANGES);
+                prop_assert!(rs.iter().all(|r| r.start < r.end && r.end <= len));
+            }
+            Full | Unsatisfiable => {}
+        }
+        Ok(outcome)
+    }
+
+    /// §13.1.5: a partial response only for an entity-tag strongly equal to the current one
+    /// or an HTTP-date equal to Last-Modified.
+    fn check_if_range_against_model(
+        value: &HeaderValue,
+        etag: Option<&HeaderValue>,
+        last_modified: Option<&HeaderValue>,
+    ) -> Result<(), TestCaseError> {
+        let v = ows_trim(value.as_bytes());
+        let expected = if v.first() == Some(&b'"') || v.starts_with(b"W/") {
+            let strong = v.len() >= 2
+                && v[0] == b'"'
+                && v[v.len() - 1] == b'"'
+                && v[1..v.len() - 1]
+                    .iter()
+                    .all(|&b| b != b'"' && b > 0x20 && b != 0x7f);
+            strong && etag.is_some_and(|e| ows_trim(e.as_bytes()) == v)
+        } else {
+            let date = |h: &HeaderValue| {
+                std::str::from_utf8(ows_trim(h.as_bytes()))
+                    .ok()
+                    .and_then(|t| httpdate::parse_http_date(t).ok())
+            };
+            matches!((date(value), last_modified.and_then(date)), (Some(a), Some(b)) if a == b)
+        };
+        prop_assert_eq!(
+            if_range_allows_partial(value, etag, last_modified),
+            expected
+        );
+        Ok(())
     }
 }

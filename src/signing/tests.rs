@@ -718,8 +718,152 @@ fn hostile_inputs_never_panic() {
             headers.append(COOKIE, value);
         }
         let url = resource_url("https", "d.example", "/x", Some(&query));
-        let _ = verify(&group, &url, Some(&query), &headers, None, NOW, 0);
-        let _ = strip_signing_params(&query);
+        // No junk carries a signature by one of the group's keys: never accepted.
+        let result = verify(&group, &url, Some(&query), &headers, None, NOW, 0);
+        assert!(result.is_err(), "junk accepted: {query:?} / {junk:?}");
+        // Stripping leaves no signing parameter and changes nothing when done again.
+        let stripped = strip_signing_params(&query);
+        for pair in stripped.split('&') {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            assert!(
+                !params::QUERY_NAMES.contains(&name),
+                "{query:?} -> {stripped:?}"
+            );
+        }
+        assert_eq!(strip_signing_params(&stripped), stripped);
+    }
+}
+
+/// One change to a signed URL. Each makes a URL that is not the one signed (or credentials
+/// that are not the ones issued), so it must never be accepted.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Replace one character of the path with another.
+    PathChar(proptest::sample::Index, char),
+    /// Replace one character of the (unsigned-parameter) query value with another.
+    QueryChar(proptest::sample::Index, char),
+    /// Replace one character of the host with another (lower case: host case is not a change).
+    HostChar(proptest::sample::Index, char),
+    /// Add a parameter before the signing parameters.
+    AddParam(String),
+    /// Remove the viewer's own query parameter.
+    DropParam,
+    /// Change one digit of `Expires` (canned) or flip one bit of the policy (custom).
+    Signed(proptest::sample::Index, u8),
+    /// Flip one bit of the decoded signature.
+    SignatureBit(proptest::sample::Index, u8),
+    /// Present the signature under another key id the group holds, or one it does not.
+    KeyId(&'static str),
+}
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (any::<proptest::sample::Index>(), "[a-z0-9/._~-]")
+            .prop_map(|(i, c)| Mutation::PathChar(i, c.chars().next().unwrap())),
+        (any::<proptest::sample::Index>(), "[a-z0-9]")
+            .prop_map(|(i, c)| Mutation::QueryChar(i, c.chars().next().unwrap())),
+        (any::<proptest::sample::Index>(), "[a-z0-9.-]")
+            .prop_map(|(i, c)| Mutation::HostChar(i, c.chars().next().unwrap())),
+        "[a-z]{1,4}=[a-z0-9]{0,4}".prop_map(Mutation::AddParam),
+        Just(Mutation::DropParam),
+        (any::<proptest::sample::Index>(), 0..8_u8).prop_map(|(i, b)| Mutation::Signed(i, b)),
+        (any::<proptest::sample::Index>(), 0..8_u8).prop_map(|(i, b)| Mutation::SignatureBit(i, b)),
+        prop_oneof![Just("ED1"), Just("HM1"), Just("ZZ9")].prop_map(Mutation::KeyId),
+    ]
+}
+
+/// `s` with its character at `at` replaced by `c`; `None` when it is `c` already.
+fn replace_char(s: &str, at: proptest::sample::Index, c: char) -> Option<String> {
+    let at = at.index(s.len());
+    let mut chars: Vec<char> = s.chars().collect();
+    (chars[at] != c).then(|| {
+        chars[at] = c;
+        chars.into_iter().collect()
+    })
+}
+
+/// Applies `m` to the signed `url` (`https://HOST/PATH?q=VALUE&<signing params>`); `None` when
+/// the mutation would not change it.
+fn mutate(url: &str, host: &str, path: &str, value: &str, m: &Mutation) -> Option<String> {
+    let signing = url.split_once(&format!("q={value}&")).unwrap().1;
+    let rebuild =
+        |host: &str, path: &str, query: &str| format!("https://{host}/{path}?{query}{signing}");
+    Some(match m {
+        Mutation::PathChar(at, c) => {
+            rebuild(host, &replace_char(path, *at, *c)?, &format!("q={value}&"))
+        }
+        Mutation::QueryChar(at, c) => {
+            rebuild(host, path, &format!("q={}&", replace_char(value, *at, *c)?))
+        }
+        Mutation::HostChar(at, c) => {
+            let host = replace_char(host, *at, *c)?;
+            // A host that no longer parses is no request the edge could receive.
+            if host.parse::<http::uri::Authority>().is_err() {
+                return None;
+            }
+            rebuild(&host, path, &format!("q={value}&"))
+        }
+        Mutation::AddParam(pair) => rebuild(host, path, &format!("q={value}&{pair}&")),
+        Mutation::DropParam => rebuild(host, path, ""),
+        Mutation::Signed(at, bit) => {
+            if url.contains("Expires=") {
+                let expires = param(url, "Expires");
+                let digit = (b'0' + (*bit % 10)) as char;
+                let changed = replace_char(&expires, *at, digit)?;
+                replace_param(url, "Expires", &changed)
+            } else {
+                let mut json = b64::decode(&param(url, "Policy")).unwrap();
+                let at = at.index(json.len());
+                json[at] ^= 1 << bit;
+                replace_param(url, "Policy", &b64::encode(&json))
+            }
+        }
+        Mutation::SignatureBit(at, bit) => {
+            let mut sig = b64::decode(&param(url, "Signature")).unwrap();
+            let at = at.index(sig.len());
+            sig[at] ^= 1 << bit;
+            replace_param(url, "Signature", &b64::encode(&sig))
+        }
+        Mutation::KeyId(id) => {
+            if param(url, "Key-Pair-Id") == *id {
+                return None;
+            }
+            replace_param(url, "Key-Pair-Id", id)
+        }
+    })
+}
+
+proptest::proptest! {
+    // A signed URL is accepted as issued, and no change to its path, host, query, signed
+    // expiry or policy, signature bytes or key id is ever accepted (a canned policy signs the
+    // exact URL; a custom policy here names the exact URL as its resource).
+    #[test]
+    fn a_mutated_signed_url_is_never_accepted(
+        host in "[a-z]{1,6}\\.example",
+        path in "[a-z0-9]{1,6}(/[a-z0-9._-]{1,6}){0,2}",
+        value in "[a-z0-9]{1,6}",
+        signer in 0..2_usize,
+        custom in proptest::bool::ANY,
+        m in mutation(),
+    ) {
+        let (signers, group) = signers();
+        let signer = &signers[signer];
+        let target = format!("https://{host}/{path}?q={value}");
+        let url = if custom {
+            signer.sign_custom_url(&target, &policy(&target))
+        } else {
+            signer.sign_canned_url(&target, EXPIRES)
+        };
+        proptest::prop_assert_eq!(Request::new(&url).verify(&group), Ok(()), "{}", url);
+        if let Some(mutated) = mutate(&url, &host, &path, &value, &m) {
+            proptest::prop_assert_ne!(&mutated, &url);
+            if let Ok(uri) = mutated.parse::<Uri>() {
+                let request = Request { uri, headers: HeaderMap::new(), ip: None };
+                let result = request.verify(&group);
+                proptest::prop_assert!(result.is_err(), "{:?} accepted: {}", m, mutated);
+            }
+        }
     }
 }
 
