@@ -1,7 +1,7 @@
 //! Who the viewer is: its address from the connection, or from `X-Forwarded-For` when the
 //! hop that sent it is a proxy the operator trusts.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, Request};
 
@@ -23,6 +23,30 @@ pub(crate) fn client_ip<B>(req: &Request<B>, trusted: &[IpRange]) -> Option<IpAd
         .take(MAX_FORWARDED_HOPS)
         .find(|ip| !trusted.iter().any(|r| r.contains(*ip)))
         .or(Some(peer))
+}
+
+/// Resolves the viewer's address at entry, before the viewer's forwarding fields are dropped:
+/// when the connection is a trusted proxy, [`ClientAddr`] is replaced in place by the address
+/// `X-Forwarded-For` names (port 0), so later phases (signed-URL IP conditions, rate limits,
+/// geo, logs) and an origin proxy building `X-Forwarded-For` read that one address. With no
+/// trusted proxies nothing is read or written.
+pub(crate) fn resolve_client<B>(req: &mut Request<B>, trusted: &[IpRange]) {
+    if trusted.is_empty() {
+        return;
+    }
+    let Some(resolved) = client_ip(req, trusted) else {
+        return;
+    };
+    if let Some(addr) = req.extensions_mut().get_mut::<ClientAddr>() {
+        if addr.0.ip() != resolved {
+            addr.0 = SocketAddr::new(resolved, 0);
+        }
+    }
+}
+
+/// The viewer's address as entry resolved it.
+pub(crate) fn viewer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions().get::<ClientAddr>().map(|addr| addr.0.ip())
 }
 
 /// `X-Forwarded-For` entries, right-most (nearest) first; unparsable ones end the walk.
@@ -66,5 +90,24 @@ mod tests {
             "nothing trusted by default"
         );
         assert_eq!(client_ip(&Request::new(()), &trusted), None);
+    }
+
+    #[test]
+    fn resolved_once_into_client_addr() {
+        let trusted = [IpRange::parse("10.0.0.0/8").unwrap()];
+        let mut proxied = req("10.0.0.2", Some("198.51.100.7"));
+        resolve_client(&mut proxied, &trusted);
+        assert_eq!(viewer_ip(&proxied), "198.51.100.7".parse().ok());
+        // Idempotent once the field is gone: the resolved address is not a trusted proxy.
+        proxied.headers_mut().remove("x-forwarded-for");
+        resolve_client(&mut proxied, &trusted);
+        assert_eq!(viewer_ip(&proxied), "198.51.100.7".parse().ok());
+
+        let mut spoofed = req("203.0.113.9", Some("1.2.3.4"));
+        resolve_client(&mut spoofed, &trusted);
+        assert_eq!(viewer_ip(&spoofed), "203.0.113.9".parse().ok());
+        let mut untrusting = req("10.0.0.2", Some("1.2.3.4"));
+        resolve_client(&mut untrusting, &[]);
+        assert_eq!(viewer_ip(&untrusting), "10.0.0.2".parse().ok());
     }
 }
