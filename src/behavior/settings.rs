@@ -324,6 +324,10 @@ impl Behavior {
 
 /// A request extension a TLS listener sets: the viewer connected over HTTPS. The viewer
 /// protocol policy and the cache key's scheme read it.
+///
+/// With [`trust_forwarded_proto`](crate::CdnLayerBuilder::trust_forwarded_proto) on, the layer
+/// also sets it at entry when the trusted proxy's `X-Forwarded-Proto` or `Forwarded` says
+/// `https`, since it removes those fields there: the origin service reads the scheme from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewerTls;
 
@@ -348,7 +352,10 @@ impl TargetOrigin {
 }
 
 /// A request extension with the viewer's address, for the access log and per-client
-/// rules. A server sets it from the connection (or from trusted forwarding headers).
+/// rules. A server sets it from the connection; when that is one of the layer's
+/// [`trusted_proxies`](crate::CdnLayerBuilder::trusted_proxies), the layer replaces it at entry
+/// with the address the proxy's `X-Forwarded-For` names (port 0), before removing that field.
+/// Later phases, and an origin proxy building `X-Forwarded-For`, read the resolved address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
