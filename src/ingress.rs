@@ -6,16 +6,17 @@
 //!
 //! 1. A `GET` or `HEAD` with a body (a non-zero `Content-Length`, any `Transfer-Encoding`,
 //!    or [`UndeclaredBody`]) is refused with `400`: its answer could depend on a body that the
-//!    cache key does not hold.
+//!    cache key does not hold. A `Content-Length: 0` on one is dropped.
 //! 2. A `Connection` with more than 32 options is refused with `400`.
 //! 3. The path is normalised ([`normalize_path`]): percent-encoded unreserved characters are
 //!    decoded (RFC 3986 §6.2.2.2), other escapes get upper-case hex (§6.2.2.1), `.` and `..`
 //!    segments are resolved (§5.2.4; `..` above the root stays at the root) and empty segments
 //!    merged (`//` is `/`). An encoded `/` (`%2F`), a `\` (raw or `%5C`), a malformed `%`
 //!    escape, an encoded NUL and a dot segment with parameters (`..;`) are refused with `400`.
-//! 4. The viewer's address and scheme are resolved from forwarding fields, where trusted.
-//! 5. Hop-by-hop fields and every field `Connection` names go (RFC 9110 §7.6.1), except
+//!    The host (`Host`, or the target's authority) is lower-cased, as the key has it.
+//! 4. Hop-by-hop fields and every field `Connection` names go (RFC 9110 §7.6.1), except
 //!    `Connection: upgrade` and `Upgrade` for a connection upgrade.
+//! 5. The viewer's address and scheme are resolved from forwarding fields, where trusted.
 //! 6. The viewer's forwarding, override and `CloudFront-*` fields ([`is_viewer_field`]) go,
 //!    but for those the behavior's origin request policy names.
 //!
@@ -46,8 +47,9 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Method, Request, Version};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{Method, Request, Uri, Version};
 
 use crate::key::with_path_and_query;
 use crate::rfc::conditional::MAX_CONNECTION_OPTIONS;
@@ -135,7 +137,7 @@ pub fn mark_undeclared_body<B: http_body::Body>(req: &mut Request<B>) {
     }
 }
 
-/// Rules 1 to 3 and 5: refuses what cannot be served, normalises the path, removes
+/// Rules 1 to 4: refuses what cannot be served, normalises the path and host, removes
 /// hop-by-hop fields. Returns whether the request declares a body.
 pub(crate) fn admit_request<B>(req: &mut Request<B>) -> Result<bool, Refusal> {
     let body = declares_body(req);
@@ -145,10 +147,38 @@ pub(crate) fn admit_request<B>(req: &mut Request<B>) -> Result<bool, Refusal> {
     if connection_options(req.headers(), MAX_CONNECTION_OPTIONS) > MAX_CONNECTION_OPTIONS {
         return Err(Refusal::ConnectionOptions);
     }
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if safe && req.headers().contains_key(CONTENT_LENGTH) {
+        // `Content-Length: 0` on a GET says what its absence says: one request, one form.
+        req.headers_mut().remove(CONTENT_LENGTH);
+    }
     normalize_target(req)?;
+    lowercase_host(req);
     let version = req.version();
     remove_connection_fields(req.headers_mut(), version);
     Ok(body)
+}
+
+/// Host names are case-insensitive (RFC 9110 §4.2.3) and the cache key lower-cases them: the
+/// origin gets the lower-case form too, so requests the key treats as one are one request.
+fn lowercase_host<B>(req: &mut Request<B>) {
+    if let Some(host) = req.headers().get(HOST) {
+        if host.as_bytes().iter().any(u8::is_ascii_uppercase) {
+            if let Ok(lower) = HeaderValue::from_bytes(&host.as_bytes().to_ascii_lowercase()) {
+                req.headers_mut().insert(HOST, lower);
+            }
+        }
+    }
+    let upper = |a: &Authority| a.as_str().bytes().any(|b| b.is_ascii_uppercase());
+    if req.uri().authority().is_some_and(upper) {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = parts
+            .authority
+            .and_then(|a| Authority::try_from(a.as_str().to_ascii_lowercase()).ok());
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
 }
 
 /// Whether the request's fields (or [`UndeclaredBody`]) say it has a body (RFC 9112 §6.3): a
@@ -399,7 +429,6 @@ pub(crate) fn remove_viewer_fields(headers: &mut HeaderMap, keep: &[HeaderName])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn norm(path: &str) -> Result<String, Refusal> {
         normalize_path(path).map(Cow::into_owned)
@@ -528,6 +557,25 @@ mod tests {
         let mut req = request("http://h/a/../b%7e?x=%2e%2e&y=/../", &[]);
         admit_request(&mut req).unwrap();
         assert_eq!(req.uri(), "http://h/b~?x=%2e%2e&y=/../");
+    }
+
+    #[test]
+    fn host_names_are_lower_cased() {
+        let mut req = request("http://Shop.EXAMPLE:8080/P?Q", &[("host", "Shop.Example")]);
+        admit_request(&mut req).unwrap();
+        assert_eq!(req.uri(), "http://shop.example:8080/P?Q");
+        assert_eq!(req.headers()["host"], "shop.example");
+    }
+
+    #[test]
+    fn a_zero_content_length_on_get_goes() {
+        let mut req = request("/", &[("content-length", "0")]);
+        assert_eq!(admit_request(&mut req), Ok(false));
+        assert!(!req.headers().contains_key("content-length"));
+        let mut post = request("/", &[("content-length", "0")]);
+        *post.method_mut() = Method::POST;
+        admit_request(&mut post).unwrap();
+        assert!(post.headers().contains_key("content-length"));
     }
 
     #[test]
