@@ -122,7 +122,12 @@ pub(crate) fn origin_request(route: &Route, parts: &mut http::request::Parts) {
     if forward.key_only_enabled() {
         let policy = &behavior.key_policy;
         let query = policy.origin_query(parts.uri.query(), forward.extra_query());
-        if *query != *parts.uri.query().unwrap_or("") {
+        // A `?` with nothing after it goes too: the key does not tell `/a?` from `/a`.
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| q.is_empty() || *q != *query)
+        {
             let path = parts.uri.path();
             let pq = if query.is_empty() {
                 path.to_owned()
