@@ -140,7 +140,7 @@ where
             body,
         } = match enter(&self.shared, &mut req, started) {
             Ok(entered) => entered,
-            Err(res) => return ResponseFuture::ready(res),
+            Err(res) => return ResponseFuture::ready(*res),
         };
         // Viewer request: hook, protocol policy, methods, signature.
         let route = &self.shared.routes[route_index];
@@ -348,14 +348,15 @@ fn enter<ReqB, ResB>(
     shared: &Shared,
     req: &mut Request<ReqB>,
     started: Instant,
-) -> Result<Entered, Response<CdnBody<ResB>>> {
+) -> Result<Entered, Box<Response<CdnBody<ResB>>>> {
     let body = match ingress::admit_request(req) {
         Ok(body) => body,
         Err(refusal) => {
             tracing::debug!(reason = refusal.as_str(), "request refused at entry");
             let default = &shared.routes[shared.routes.len() - 1];
             let res = refused_response(shared, refusal);
-            return Err(finish(shared, default, &Exchange::of(req, started), res));
+            let res = finish(shared, default, &Exchange::of(req, started), res);
+            return Err(Box::new(res));
         }
     };
     let tls = req.extensions().get::<ViewerTls>().is_some();
@@ -374,7 +375,10 @@ fn enter<ReqB, ResB>(
     let route = &shared.routes[route_index];
     let country = match admit(shared, req) {
         Ok(country) => country,
-        Err(res) => return Err(finish(shared, route, &Exchange::of(req, started), res)),
+        Err(res) => {
+            let res = finish(shared, route, &Exchange::of(req, started), *res);
+            return Err(Box::new(res));
+        }
     };
     ingress::remove_viewer_fields(
         req.headers_mut(),
@@ -418,7 +422,7 @@ fn refused_response<B>(shared: &Shared, refusal: Refusal) -> Response<CdnBody<B>
 fn admit<ReqB, ResB>(
     shared: &Shared,
     req: &Request<ReqB>,
-) -> Result<Option<CountryCode>, Response<CdnBody<ResB>>> {
+) -> Result<Option<CountryCode>, Box<Response<CdnBody<ResB>>>> {
     if shared.rate_limit.is_none() && shared.geo.is_none() {
         return Ok(None);
     }
@@ -430,7 +434,7 @@ fn admit<ReqB, ResB>(
                 shared,
                 too_many_requests(retry_after).map(|()| CdnBody::empty()),
             );
-            return Err(res);
+            return Err(Box::new(res));
         }
     }
     let Some(geo) = &shared.geo else {
@@ -441,7 +445,7 @@ fn admit<ReqB, ResB>(
         if !restriction.decide(country.as_ref()) {
             let mut res = edge_error(shared, StatusCode::FORBIDDEN);
             *res.body_mut() = CdnBody::full(Bytes::from_static(b"not available in your country\n"));
-            return Err(res);
+            return Err(Box::new(res));
         }
     }
     Ok(country)

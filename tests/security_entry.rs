@@ -474,10 +474,11 @@ async fn item4_unkeyed_forwarding_and_override_fields_do_not_reach_the_origin() 
     .await;
 }
 
+/// The frames of a [`streamed`] body.
+type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+
 /// A body of one chunk and unknown length: DATA frames without `content-length` over HTTP/2.
-fn streamed(
-    data: &'static str,
-) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>> {
+fn streamed(data: &'static str) -> StreamBody<Frames> {
     StreamBody::new(futures_util::stream::iter(vec![Ok(Frame::data(
         Bytes::from_static(data.as_bytes()),
     ))]))
