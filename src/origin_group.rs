@@ -292,6 +292,8 @@ pub struct OriginUsed {
 }
 
 impl OriginUsed {
+    /// For the server's proxy, which marks its answers like a group does.
+    #[cfg(feature = "server")]
     pub(crate) fn new(name: Arc<str>, secondary: bool) -> Self {
         Self { name, secondary }
     }
