@@ -115,31 +115,48 @@ pub(crate) fn edge_cache_control(headers: &HeaderMap) -> (CacheControl, Option<H
 }
 
 /// Applies a behavior's origin request policy and hook to a request about to leave.
+///
+/// Under a key-only policy (the default) the query and the cookies are cut down by the same
+/// functions that build the cache key, plus what the policy names: the origin sees no
+/// parameter or cookie that the key did not account for, unless the operator said so.
 pub(crate) fn origin_request(route: &Route, parts: &mut http::request::Parts) {
     let behavior = &route.behavior;
     if let Some(target) = &behavior.target_origin {
         parts.extensions.insert(target.clone());
     }
-    if behavior.origin_request.key_only_enabled() {
+    let forward = &behavior.origin_request;
+    if forward.key_only_enabled() {
         let policy = &behavior.key_policy;
-        let query = policy.normalized_query(parts.uri.query()).into_owned();
-        let path = parts.uri.path();
-        let pq = if query.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{path}?{query}")
-        };
-        if let Some(uri) = with_path_and_query(&parts.uri, &pq) {
-            parts.uri = uri;
+        let query = policy.origin_query(parts.uri.query(), forward.extra_query());
+        // A `?` with nothing after it goes too: the key does not tell `/a?` from `/a`.
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| q.is_empty() || *q != *query)
+        {
+            let path = parts.uri.path();
+            let pq = if query.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{query}")
+            };
+            // Parts of a valid query make a valid one; were it not so, the query goes whole.
+            let uri = with_path_and_query(&parts.uri, &pq)
+                .or_else(|| with_path_and_query(&parts.uri, path));
+            if let Some(uri) = uri {
+                parts.uri = uri;
+            }
         }
-        let cookies: Vec<String> = policy
-            .key_cookies(&parts.headers)
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
-        parts.headers.remove(http::header::COOKIE);
-        if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
-            if !cookies.is_empty() {
-                parts.headers.insert(http::header::COOKIE, v);
+        if parts.headers.contains_key(http::header::COOKIE) {
+            let cookies: Vec<String> = policy
+                .origin_cookies(&parts.headers, forward.extra_cookies())
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            parts.headers.remove(http::header::COOKIE);
+            if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
+                if !cookies.is_empty() {
+                    parts.headers.insert(http::header::COOKIE, v);
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ mod error;
 mod fetch;
 mod fill;
 mod future;
+mod ingress;
 mod key;
 mod layer;
 mod metrics;
@@ -52,6 +53,7 @@ pub use config::{CachePolicy, CustomErrorResponse};
 pub use encoding::Encoding;
 pub use error::ConfigError;
 pub use future::ResponseFuture;
+pub use ingress::{mark_undeclared_body, UndeclaredBody};
 pub use layer::{CdnLayer, CdnLayerBuilder};
 pub use metrics::MetricsSnapshot;
 pub use origin_group::{

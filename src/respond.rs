@@ -18,7 +18,6 @@ use crate::behavior::Route;
 use crate::body::CdnBody;
 use std::sync::Arc;
 
-use crate::behavior::ClientAddr;
 use crate::encoding;
 use crate::entry::{Coding, Object, Pick};
 use crate::fill::{Fill, FillReader};
@@ -536,7 +535,7 @@ pub(crate) fn finish<B>(
         }
         None => res,
     };
-    access_log(shared, exchange, &res);
+    access_log(exchange, &res);
     res
 }
 
@@ -547,7 +546,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) started: Instant,
-    pub(crate) client: Option<IpAddr>,
+    /// The viewer's address and the connection's (see [`crate::client::addresses`]).
+    pub(crate) client: Option<(IpAddr, IpAddr)>,
 }
 
 impl<'a> Exchange<'a> {
@@ -557,7 +557,7 @@ impl<'a> Exchange<'a> {
             uri: req.uri(),
             headers: req.headers(),
             started,
-            client: req.extensions().get::<ClientAddr>().map(|a| a.0.ip()),
+            client: crate::client::addresses(req.extensions()),
         }
     }
 
@@ -567,7 +567,7 @@ impl<'a> Exchange<'a> {
             uri: &parts.uri,
             headers: &parts.headers,
             started,
-            client: parts.extensions.get::<ClientAddr>().map(|a| a.0.ip()),
+            client: crate::client::addresses(&parts.extensions),
         }
     }
 }
@@ -578,7 +578,7 @@ pub(crate) struct OwnedExchange {
     uri: Uri,
     pub(crate) headers: HeaderMap,
     started: Instant,
-    client: Option<IpAddr>,
+    client: Option<(IpAddr, IpAddr)>,
 }
 
 impl OwnedExchange {
@@ -615,14 +615,15 @@ impl OwnedExchange {
 /// `tower_cdn::access` target (filter it like any tracing target). `client` is the viewer as
 /// the trusted proxies resolve it (`X-Forwarded-For`), `peer` the connection's address;
 /// fields are only computed when the event is enabled.
-fn access_log<B>(shared: &Shared, exchange: &Exchange<'_>, res: &Response<B>) {
-    let viewer = |peer: IpAddr| {
-        crate::client::viewer_ip(peer, exchange.headers, &shared.trusted_proxies).to_string()
+fn access_log<B>(exchange: &Exchange<'_>, res: &Response<B>) {
+    let (client, peer) = match exchange.client {
+        Some((viewer, peer)) => (viewer.to_string(), peer.to_string()),
+        None => ("-".to_owned(), "-".to_owned()),
     };
     tracing::info!(
         target: "tower_cdn::access",
-        client = %exchange.client.map_or_else(|| "-".to_owned(), viewer),
-        peer = %exchange.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        client = %client,
+        peer = %peer,
         method = %exchange.method,
         host = %exchange.headers.get(HOST).and_then(|v| v.to_str().ok()).or(exchange.uri.host()).unwrap_or("-"),
         uri = %exchange.uri.path(),

@@ -13,13 +13,15 @@ use tokio::sync::oneshot;
 use tower_service::Service;
 
 use crate::access::too_many_requests;
+use crate::access::CountryCode;
 use crate::behavior::{viewer_protocol, viewer_scheme_is_https, Route, ViewerTls};
 use crate::body::CdnBody;
-use crate::client::client_ip;
+use crate::client::{resolve_client, viewer_ip};
 use crate::collapse::{follow, FlightState, Join};
 use crate::entry::{Object, Pick, Slot};
 use crate::fetch::{call_origin, origin_request, origin_response, Fetch, Fetched};
 use crate::future::ResponseFuture;
+use crate::ingress::{self, Refusal};
 use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
@@ -129,15 +131,18 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // Viewer request: default root object, behavior, hook, protocol policy, methods.
         let started = Instant::now();
         let mut req = req;
-        if let Some(root) = &self.shared.default_root_object {
-            if req.uri().path() == "/" {
-                rewrite_path(&mut req, root);
-            }
-        }
-        let route_index = self.shared.route_index(req.uri().path());
+        // Entry: every later phase sees the request as decided here (see `ingress`).
+        let Entered {
+            https,
+            route_index,
+            body,
+        } = match enter(&self.shared, &mut req, started) {
+            Ok(entered) => entered,
+            Err(res) => return ResponseFuture::ready(*res),
+        };
+        // Viewer request: hook, protocol policy, methods, signature.
         let route = &self.shared.routes[route_index];
         if let Some(hook) = &route.behavior.hooks.viewer_request {
             let (mut parts, body) = req.into_parts();
@@ -148,17 +153,6 @@ where
             }
             req = Request::from_parts(parts, body);
         }
-        if let Some(res) = admit(&self.shared, &mut req) {
-            return ResponseFuture::ready(finish(
-                &self.shared,
-                route,
-                &Exchange::of(&req, started),
-                res,
-            ));
-        }
-        let tls = req.extensions().get::<ViewerTls>().is_some();
-        let https =
-            viewer_scheme_is_https(req.uri(), req.headers(), tls, self.shared.trust_forwarded);
         let behavior = &route.behavior;
         let host = req.headers().get(HOST);
         let method = req.method();
@@ -206,7 +200,8 @@ where
         let head = match *method {
             Method::GET => false,
             Method::HEAD => true,
-            Method::OPTIONS if behavior.cached_methods.caches(method) => false,
+            // An OPTIONS body could shape the answer: such a request is never looked up.
+            Method::OPTIONS if behavior.cached_methods.caches(method) && !body => false,
             _ => return self.pass(req, route_index, https, Fwd::Method, started),
         };
         if !behavior.cache_policy.is_enabled() {
@@ -335,13 +330,103 @@ impl<S> CdnService<S> {
     }
 }
 
-/// The rate limit and the geo restriction, before anything else; sets the viewer-country
-/// header when asked. `Some` is the edge's answer to a refused viewer.
-fn admit<ReqB, ResB>(shared: &Shared, req: &mut Request<ReqB>) -> Option<Response<CdnBody<ResB>>> {
-    if shared.rate_limit.is_none() && shared.geo.is_none() {
-        return None;
+/// What entry decided about a request.
+struct Entered {
+    /// The viewer came over HTTPS (TLS, an `https` URI, or a trusted forwarded scheme).
+    https: bool,
+    route_index: usize,
+    /// The request declares a body (only methods other than GET and HEAD get this far).
+    body: bool,
+}
+
+/// Entry, in order (see [`crate::ingress`]): refusals, the normal path and hop-by-hop
+/// removal; the viewer's scheme and address from forwarding fields where trusted; the
+/// default root object and the behavior; the rate limit and geo restriction (which may read
+/// the fields a trusted upstream set); then the viewer's forwarding and override fields go
+/// and the edge sets its own viewer-country field. `Err` is the edge's answer.
+fn enter<ReqB, ResB>(
+    shared: &Shared,
+    req: &mut Request<ReqB>,
+    started: Instant,
+) -> Result<Entered, Box<Response<CdnBody<ResB>>>> {
+    let body = match ingress::admit_request(req) {
+        Ok(body) => body,
+        Err(refusal) => {
+            tracing::debug!(reason = refusal.as_str(), "request refused at entry");
+            let default = &shared.routes[shared.routes.len() - 1];
+            let res = refused_response(shared, refusal);
+            let res = finish(shared, default, &Exchange::of(req, started), res);
+            return Err(Box::new(res));
+        }
+    };
+    let tls = req.extensions().get::<ViewerTls>().is_some();
+    let https = viewer_scheme_is_https(req.uri(), req.headers(), tls, shared.trust_forwarded);
+    if https && !tls && req.uri().scheme() != Some(&http::uri::Scheme::HTTPS) {
+        // Said by a trusted proxy's forwarding fields, which go below: keep it for the origin.
+        req.extensions_mut().insert(ViewerTls);
     }
-    let client = client_ip(req, &shared.trusted_proxies);
+    resolve_client(req, &shared.trusted_proxies);
+    if let Some(root) = &shared.default_root_object {
+        if req.uri().path() == "/" {
+            rewrite_path(req, root);
+        }
+    }
+    let route_index = shared.route_index(req.uri().path());
+    let route = &shared.routes[route_index];
+    let country = match admit(shared, req) {
+        Ok(country) => country,
+        Err(res) => {
+            let res = finish(shared, route, &Exchange::of(req, started), *res);
+            return Err(Box::new(res));
+        }
+    };
+    ingress::remove_viewer_fields(
+        req.headers_mut(),
+        route.behavior.origin_request.kept_headers(),
+    );
+    if shared.geo.as_ref().is_some_and(|geo| geo.forward) {
+        let headers = req.headers_mut();
+        headers.remove(&VIEWER_COUNTRY);
+        if let Some(code) = country.and_then(|c| HeaderValue::from_str(c.as_str()).ok()) {
+            headers.insert(VIEWER_COUNTRY.clone(), code);
+        }
+    }
+    Ok(Entered {
+        https,
+        route_index,
+        body,
+    })
+}
+
+/// The `400` for a request refused at entry, with the reason in `Cache-Status`.
+fn refused_response<B>(shared: &Shared, refusal: Refusal) -> Response<CdnBody<B>> {
+    let mut res = edge_error(shared, StatusCode::BAD_REQUEST);
+    *res.body_mut() = CdnBody::full(Bytes::from(format!(
+        "400 Bad Request: {}\n",
+        refusal.message()
+    )));
+    let cache_status = format!(
+        "{}; fwd=miss; detail={}",
+        shared.cache_name,
+        refusal.as_str()
+    );
+    if let Ok(v) = HeaderValue::try_from(cache_status) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("cache-status"), v);
+    }
+    res
+}
+
+/// The rate limit and the geo restriction, at entry. `Ok` carries the viewer's country when
+/// geo is configured; `Err` is the edge's answer to a refused viewer.
+fn admit<ReqB, ResB>(
+    shared: &Shared,
+    req: &Request<ReqB>,
+) -> Result<Option<CountryCode>, Box<Response<CdnBody<ResB>>>> {
+    if shared.rate_limit.is_none() && shared.geo.is_none() {
+        return Ok(None);
+    }
+    let client = viewer_ip(req);
     if let Some(limit) = &shared.rate_limit {
         let now = tokio::time::Instant::now().into_std();
         if let Err(retry_after) = limit.check(client, req.headers(), now) {
@@ -349,28 +434,21 @@ fn admit<ReqB, ResB>(shared: &Shared, req: &mut Request<ReqB>) -> Option<Respons
                 shared,
                 too_many_requests(retry_after).map(|()| CdnBody::empty()),
             );
-            return Some(res);
+            return Err(Box::new(res));
         }
     }
-    if let Some(geo) = &shared.geo {
-        let country = geo.resolver.country(client, req.headers());
-        if let Some(restriction) = &geo.restriction {
-            if !restriction.decide(country.as_ref()) {
-                let mut res = edge_error(shared, StatusCode::FORBIDDEN);
-                *res.body_mut() =
-                    CdnBody::full(Bytes::from_static(b"not available in your country\n"));
-                return Some(res);
-            }
-        }
-        if geo.forward {
-            let headers = req.headers_mut();
-            headers.remove(&VIEWER_COUNTRY);
-            if let Some(code) = country.and_then(|c| HeaderValue::from_str(c.as_str()).ok()) {
-                headers.insert(VIEWER_COUNTRY.clone(), code);
-            }
+    let Some(geo) = &shared.geo else {
+        return Ok(None);
+    };
+    let country = geo.resolver.country(client, req.headers());
+    if let Some(restriction) = &geo.restriction {
+        if !restriction.decide(country.as_ref()) {
+            let mut res = edge_error(shared, StatusCode::FORBIDDEN);
+            *res.body_mut() = CdnBody::full(Bytes::from_static(b"not available in your country\n"));
+            return Err(Box::new(res));
         }
     }
-    None
+    Ok(country)
 }
 
 /// The viewer's country as the edge resolved it, for the origin and key policies.
@@ -378,6 +456,11 @@ static VIEWER_COUNTRY: HeaderName = HeaderName::from_static("cloudfront-viewer-c
 
 /// Verifies a signed URL or signed cookies; on success removes the signing parameters and
 /// cookies, so the cache key and the origin never see them.
+///
+/// The resource URL is built from the path as entry normalised it, the one the behavior was
+/// chosen by and the origin receives: a policy for `/members/public/*` does not cover
+/// `/members/public/../vip/x`, which is `/members/vip/x` here. A URL signed for a path that
+/// is already normal verifies unchanged.
 fn check_signature<B>(
     shared: &Shared,
     group: &KeyGroup,
@@ -401,7 +484,7 @@ fn check_signature<B>(
         .now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let client = client_ip(req, &shared.trusted_proxies);
+    let client = viewer_ip(req);
     match signing::verify(
         group,
         &url,

@@ -10,7 +10,8 @@ use support::*;
 use tower::Layer;
 use tower_cdn::{
     AllowedMethods, Behavior, CachePolicy, CachedMethods, CdnLayer, Cookies, FrameOptions, Headers,
-    KeyPolicy, QueryStrings, ResponseHeadersPolicy, ViewerProtocolPolicy, ViewerTls,
+    KeyPolicy, OriginRequestPolicy, QueryStrings, ResponseHeadersPolicy, ViewerProtocolPolicy,
+    ViewerTls,
 };
 
 fn cacheable() -> (Origin, Seen) {
@@ -252,7 +253,12 @@ async fn options_is_cached_as_its_own_object_when_asked() {
 async fn calls_for(policy: KeyPolicy, requests: &[Request<()>]) -> usize {
     let (origin, seen) = cacheable();
     let svc = CdnLayer::builder()
-        .default_behavior(Behavior::new().key_policy(policy))
+        // The origin answers with the URI it saw: it must see the viewer's whole query.
+        .default_behavior(
+            Behavior::new()
+                .key_policy(policy)
+                .origin_request_policy(OriginRequestPolicy::all_viewer()),
+        )
         .build()
         .unwrap()
         .layer(origin);

@@ -380,7 +380,8 @@ async fn strip_serves_hits_without_the_cookie_and_the_filler_with_its_own() {
 async fn a_viewer_collapsing_onto_another_cookies_page_gets_its_own() {
     within(async {
         let (origin_addr, origin) = start_origin().await;
-        let edge = start_edge(origin_addr, "").await;
+        // The origin answers by cookie, so the behavior forwards cookies to it.
+        let edge = start_edge(origin_addr, "origin_request_policy = \"all-viewer\"").await;
         // Alice's page is streaming (its body held open) when bob asks.
         let alice = ask(&viewer(), &edge, "/vary", Some("user=alice")).await;
         assert_eq!(origin.hits(), 1);
@@ -410,7 +411,8 @@ async fn a_viewer_collapsing_onto_another_cookies_page_gets_its_own() {
 async fn private_at_the_end_of_a_long_cache_control_is_not_shared() {
     within(async {
         let (origin_addr, origin) = start_origin().await;
-        let edge = start_edge(origin_addr, "").await;
+        // The origin answers by cookie, so the behavior forwards cookies to it.
+        let edge = start_edge(origin_addr, "origin_request_policy = \"all-viewer\"").await;
         let (_, alice) = read(ask(&viewer(), &edge, "/long-cc", Some("user=alice")).await).await;
         assert_eq!(alice, "page for user=alice");
         let (bob_head, bob) = read(ask(&viewer(), &edge, "/long-cc", Some("user=bob")).await).await;

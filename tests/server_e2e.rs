@@ -205,14 +205,19 @@ async fn get_is_proxied_with_forwarding_headers() {
 }
 
 #[tokio::test]
-async fn forwarding_headers_extend_what_the_viewer_sent() {
+async fn forwarding_headers_replace_what_the_viewer_sent() {
+    // The edge alone says who the viewer is: a viewer's X-Forwarded-For or Forwarded is not in
+    // the cache key, so it must not reach the origin (issue #16 item 4). Via is appended to
+    // (RFC 9110 §7.6.3).
     within(async {
         let (origin_addr, origin) = start_origin().await;
         let edge = start_edge(edge_config(Some(origin_addr))).await;
 
         let response = send(
             request(Method::GET, edge.addr, "/echo")
+                .header(header::HOST, "www.example.test")
                 .header("x-forwarded-for", "203.0.113.7")
+                .header("forwarded", "for=203.0.113.7;host=evil.example")
                 .header("via", "1.1 corporate-proxy")
                 .body(Full::default())
                 .unwrap(),
@@ -223,7 +228,12 @@ async fn forwarding_headers_extend_what_the_viewer_sent() {
         let seen = origin.last();
         assert_eq!(
             header_str(&seen.headers, "x-forwarded-for"),
-            Some("203.0.113.7, 127.0.0.1")
+            Some("127.0.0.1")
+        );
+        assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            header_str(&seen.headers, "forwarded"),
+            Some("for=127.0.0.1;proto=http;host=www.example.test")
         );
         assert_eq!(
             header_str(&seen.headers, "via"),

@@ -14,10 +14,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
-use support::{async_origin, get, layer, origin, response, send, Seen, TestBody};
+use support::{async_origin, get, origin, response, send, Seen, TestBody};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower::{Layer, Service, ServiceExt};
-use tower_cdn::{Behavior, CdnLayer, ManualClock, SetCookie};
+use tower_cdn::{Behavior, CdnLayer, ManualClock, OriginRequestPolicy, SetCookie};
+
+/// A layer on a manual clock whose default behavior forwards the viewer's cookies: the
+/// origins here answer each viewer by its cookie (`Vary: Cookie`), as a site does that opts
+/// in to forwarding them.
+fn layer() -> (CdnLayer, ManualClock) {
+    layer_with(Behavior::new().origin_request_policy(OriginRequestPolicy::all_viewer()))
+}
 
 /// Upper bound for every wait, so that a hang fails instead of blocking.
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -66,11 +66,25 @@ impl KeyPolicy {
     /// The query as it enters the key: kept parameters in their original order (or sorted
     /// by name), joined by `&`, without empty parameters; `""` for none.
     ///
-    /// Parameters are told apart by their raw name, the text before the first `=`: names
-    /// are not percent-decoded, so `a%62` and `ab` are different parameters. Borrows the
-    /// query when nothing is dropped or reordered, which is the common case.
+    /// Parameters are separated by `&` only, and told apart by their raw name, the text before
+    /// the first `=`: names are not percent-decoded, so `a%62` and `ab` are different
+    /// parameters. A parameter with a delimiter inside (`;`, or an encoded `&` or `;`) is never
+    /// dropped, whatever its name: an origin that splits on it would read a parameter the key
+    /// never saw. Borrows the query when nothing is dropped or reordered, which is the common
+    /// case.
     pub(crate) fn normalized_query<'a>(&self, query: Option<&'a str>) -> Cow<'a, str> {
-        self.query.normalize(query.unwrap_or(""))
+        self.query.normalize(query.unwrap_or(""), &[])
+    }
+
+    /// The query the origin receives under a key-only origin request policy: the key's query
+    /// (the same function decides, so the two cannot drift) plus the parameters named in
+    /// `extra`, in the same order.
+    pub(crate) fn origin_query<'a>(
+        &self,
+        query: Option<&'a str>,
+        extra: &[Box<str>],
+    ) -> Cow<'a, str> {
+        self.query.normalize(query.unwrap_or(""), extra)
     }
 
     /// The allow-listed request headers, in allow-list order, each value of a repeated
@@ -94,6 +108,19 @@ impl KeyPolicy {
         self.cookies.0.iter().flat_map(move |wanted| {
             cookie_pairs(headers).filter(move |(name, _)| *name == &**wanted)
         })
+    }
+
+    /// The cookies the origin receives under a key-only origin request policy: the key's,
+    /// then those named in `extra` that the key does not hold, in request order.
+    pub(crate) fn origin_cookies<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        extra: &'a [Box<str>],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let keyed = |name: &str| self.cookies.0.iter().any(|k| **k == *name);
+        let extras = cookie_pairs(headers)
+            .filter(move |(name, _)| !keyed(name) && extra.iter().any(|e| **e == **name));
+        self.key_cookies(headers).chain(extras)
     }
 }
 
@@ -168,19 +195,26 @@ impl QueryStrings {
         self
     }
 
-    fn keeps(&self, name: &str) -> bool {
+    /// Whether a parameter (`name[=value]`) enters the key. One with a delimiter inside is
+    /// always kept (see [`KeyPolicy::normalized_query`]); `extra` names more to keep.
+    fn keeps(&self, param: &str, extra: &[Box<str>]) -> bool {
+        if hides_delimiter(param) {
+            return true;
+        }
+        let name = name_of(param);
         let listed = |list: &[Box<str>]| list.iter().any(|n| **n == *name);
         let tracking = || self.drop_tracking && is_tracking(name);
-        match &self.mode {
+        let kept = match &self.mode {
             QueryMode::None => false,
             QueryMode::Allow(list) => listed(list),
             QueryMode::All => !tracking(),
             QueryMode::AllExcept(list) => !(listed(list) || tracking()),
-        }
+        };
+        kept || listed(extra)
     }
 
-    fn normalize<'a>(&self, query: &'a str) -> Cow<'a, str> {
-        if query.is_empty() || matches!(self.mode, QueryMode::None) {
+    fn normalize<'a>(&self, query: &'a str, extra: &[Box<str>]) -> Cow<'a, str> {
+        if query.is_empty() {
             return Cow::Borrowed("");
         }
         // First pass without allocating: is the query already in normal form?
@@ -188,7 +222,7 @@ impl QueryStrings {
         let mut previous = "";
         for param in query.split('&') {
             let name = name_of(param);
-            if param.is_empty() || !self.keeps(name) || (self.sorted && name < previous) {
+            if param.is_empty() || !self.keeps(param, extra) || (self.sorted && name < previous) {
                 unchanged = false;
                 break;
             }
@@ -199,13 +233,27 @@ impl QueryStrings {
         }
         let mut kept: Vec<&str> = query
             .split('&')
-            .filter(|p| !p.is_empty() && self.keeps(name_of(p)))
+            .filter(|p| !p.is_empty() && self.keeps(p, extra))
             .collect();
         if self.sorted {
             kept.sort_by_key(|p| name_of(p));
         }
         Cow::Owned(kept.join("&"))
     }
+}
+
+/// Whether a parameter holds a delimiter some origins split on (`;`, as old CGI and some
+/// frameworks do, or `&`/`;` percent-encoded, for origins that decode before splitting):
+/// such a parameter may be two to the origin, so it is never dropped as one.
+fn hides_delimiter(param: &str) -> bool {
+    if param.contains(';') {
+        return true;
+    }
+    let bytes = param.as_bytes();
+    bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && (w[1] == b'2' && w[2] == b'6' || w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'b'))
+    })
 }
 
 fn names_of<I>(names: I) -> Box<[Box<str>]>
@@ -412,6 +460,65 @@ mod tests {
         let got: Vec<_> = policy.key_cookies(&map).collect();
         assert_eq!(got, [("theme", "dark"), ("lang", "de"), ("lang", "fr")]);
         assert_eq!(KeyPolicy::new().key_cookies(&map).count(), 0);
+    }
+
+    #[test]
+    fn semicolons_never_separate_and_never_hide_a_parameter() {
+        // Issue #16 item 3: `utm_source=x;callback=evil` is two parameters to an origin that
+        // splits on `;`. It is not dropped as tracking, so the key and the origin both hold it.
+        let all = QueryStrings::all();
+        assert_eq!(
+            q(&all, "callback=ok&utm_source=x;callback=evil"),
+            "callback=ok&utm_source=x;callback=evil"
+        );
+        assert_eq!(q(&all, "callback=ok&utm_source=x"), "callback=ok");
+        // Encoded delimiters, for origins that decode before splitting.
+        for hidden in [
+            "utm_source=x%26callback=evil",
+            "gclid=x%3bcallback=evil",
+            "fbclid=%3B",
+        ] {
+            assert_eq!(q(&all, hidden), hidden);
+        }
+        // Under any mode: an allow list, an exception list, no query at all.
+        assert_eq!(
+            q(&QueryStrings::allow(["id"]), "id=1&x=2;id=3"),
+            "id=1&x=2;id=3"
+        );
+        assert_eq!(q(&QueryStrings::all_except(["t"]), "t=1;a=2"), "t=1;a=2");
+        assert_eq!(q(&QueryStrings::none(), "a=1&b;c"), "b;c");
+        // `;` is not a separator: this is one parameter named `a`.
+        assert_eq!(q(&QueryStrings::allow(["b"]), "a=1;b=2"), "a=1;b=2");
+        assert_eq!(q(&QueryStrings::allow(["b"]), "a=1&b=2"), "b=2");
+    }
+
+    #[test]
+    fn the_origin_query_is_the_key_query_plus_what_is_named() {
+        let policy = KeyPolicy::new().query_strings(QueryStrings::allow(["id"]).sorted());
+        let query = Some("z=1&utm_source=x&id=2&page=3");
+        assert_eq!(
+            policy.origin_query(query, &[]),
+            policy.normalized_query(query)
+        );
+        assert_eq!(
+            policy.origin_query(query, &["page".into(), "utm_source".into()]),
+            "id=2&page=3&utm_source=x"
+        );
+    }
+
+    #[test]
+    fn origin_cookies_are_the_key_cookies_plus_what_is_named() {
+        let policy = KeyPolicy::new().cookies(Cookies::allow(["theme"]));
+        let mut map = HeaderMap::new();
+        map.append(
+            COOKIE,
+            HeaderValue::from_static("session=s; theme=dark; tracker=t"),
+        );
+        let got: Vec<_> = policy.origin_cookies(&map, &[]).collect();
+        assert_eq!(got, [("theme", "dark")]);
+        let extra = ["session".into(), "theme".into()];
+        let got: Vec<_> = policy.origin_cookies(&map, &extra).collect();
+        assert_eq!(got, [("theme", "dark"), ("session", "s")]);
     }
 
     #[test]

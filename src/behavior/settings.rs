@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{request, response, Response};
+use http::{request, response, HeaderName, Response};
 
 use super::{
     AllowedMethods, BehaviorError, CachedMethods, KeyPolicy, PathPattern, ResponseHeadersPolicy,
@@ -44,33 +44,126 @@ impl fmt::Debug for Hooks {
     }
 }
 
-/// What reaches the origin of the request fields the cache key leaves out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OriginRequestPolicy(Forward);
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Forward {
-    #[default]
-    All,
-    KeyOnly,
+/// What reaches the origin of the request fields the cache key leaves out, like a CloudFront
+/// origin request policy.
+///
+/// The default, [`key_only`](Self::key_only), sends the origin the query parameters and
+/// cookies the cache key holds and nothing else of them, so the origin cannot answer
+/// differently for requests the cache treats as the same. Other request fields reach the
+/// origin as the viewer sent them, except those the edge removes at entry for every
+/// behavior: hop-by-hop fields, the viewer's forwarding fields (`Forwarded`, `X-Forwarded-*`,
+/// `X-Real-IP`, `True-Client-IP`, `X-Client-IP`, `X-Host`), URL and method overrides
+/// (`X-Original-URL`, `X-Original-URI`, `X-Rewrite-URL`, `X-HTTP-Method-Override`,
+/// `X-HTTP-Method`, `X-Method-Override`) and `CloudFront-*` fields.
+///
+/// Forwarding more is the operator's choice, made per behavior:
+/// [`forward_query_strings`](Self::forward_query_strings),
+/// [`forward_cookies`](Self::forward_cookies) and [`forward_headers`](Self::forward_headers)
+/// name what else goes, and [`all_viewer`](Self::all_viewer) sends every query parameter and
+/// cookie. What is forwarded but not in the key can change what the origin answers without
+/// changing the key: name only fields that cannot, or put them in the key policy too, or use
+/// these on behaviors that do not cache.
+///
+/// ```
+/// use http::HeaderName;
+/// use tower_cdn::{Behavior, OriginRequestPolicy};
+///
+/// // An API that reads a method override and a session cookie, and caches nothing.
+/// let api = OriginRequestPolicy::key_only()
+///     .forward_headers([HeaderName::from_static("x-http-method-override")])
+///     .forward_cookies(["session"]);
+/// let behavior = Behavior::new().origin_request_policy(api);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OriginRequestPolicy {
+    all_viewer: bool,
+    query: Box<[Box<str>]>,
+    cookies: Box<[Box<str>]>,
+    headers: Box<[HeaderName]>,
 }
 
 impl OriginRequestPolicy {
-    /// Everything the viewer sent reaches the origin (the default).
-    pub fn all_viewer() -> Self {
-        Self(Forward::All)
-    }
-
-    /// Query parameters and cookies reach the origin only if they are part of the cache
-    /// key, so the origin cannot vary on anything the key does not tell apart. Headers are
-    /// forwarded as sent, except `Cookie`, which keeps only the key's cookies.
+    /// Query parameters and cookies reach the origin only if they are part of the cache key
+    /// (the default). Headers are forwarded as sent, but for those removed at entry (see
+    /// [`OriginRequestPolicy`]) and `Cookie`, which keeps only the key's cookies.
     pub fn key_only() -> Self {
-        Self(Forward::KeyOnly)
+        Self::default()
     }
 
-    pub(crate) fn key_only_enabled(self) -> bool {
-        self.0 == Forward::KeyOnly
+    /// Every query parameter and cookie the viewer sent reaches the origin, whether the key
+    /// holds it or not: for behaviors that do not cache (an API, a login), or whose origin
+    /// answers the same whatever the parameters the key leaves out. Fields removed at entry
+    /// stay removed unless named with [`forward_headers`](Self::forward_headers).
+    pub fn all_viewer() -> Self {
+        Self {
+            all_viewer: true,
+            ..Self::default()
+        }
     }
+
+    /// Also sends these query parameters (raw names, case-sensitive) to the origin. A
+    /// parameter sent but not in the key policy is the operator's choice: the origin must
+    /// not vary its answer on it.
+    pub fn forward_query_strings<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.query = boxed_names(names);
+        self
+    }
+
+    /// Also sends these cookies (case-sensitive names) to the origin; the same caution as
+    /// for [`forward_query_strings`](Self::forward_query_strings).
+    pub fn forward_cookies<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.cookies = boxed_names(names);
+        self
+    }
+
+    /// Keeps these viewer fields, which the edge otherwise removes at entry (a method or URL
+    /// override, `True-Client-IP` from a trusted upstream, a `CloudFront-*` field), for this
+    /// behavior: the key policy, hooks and the origin then see them. The fields an edge
+    /// server builds itself (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, `Via`) are
+    /// replaced by the server's whatever this says.
+    pub fn forward_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.headers = names.into_iter().collect();
+        self
+    }
+
+    /// Whether query and cookies are cut down to the key's (plus the named ones).
+    pub(crate) fn key_only_enabled(&self) -> bool {
+        !self.all_viewer
+    }
+
+    /// Query parameters forwarded besides the key's.
+    pub(crate) fn extra_query(&self) -> &[Box<str>] {
+        &self.query
+    }
+
+    /// Cookies forwarded besides the key's.
+    pub(crate) fn extra_cookies(&self) -> &[Box<str>] {
+        &self.cookies
+    }
+
+    /// Viewer fields kept at entry.
+    pub(crate) fn kept_headers(&self) -> &[HeaderName] {
+        &self.headers
+    }
+}
+
+fn boxed_names<I>(names: I) -> Box<[Box<str>]>
+where
+    I: IntoIterator,
+    I::Item: Into<String>,
+{
+    names
+        .into_iter()
+        .map(|n| n.into().into_boxed_str())
+        .collect()
 }
 
 /// What the cache does with an origin response that sets a cookie (`Set-Cookie`).
@@ -166,7 +259,8 @@ impl Behavior {
         self
     }
 
-    /// What reaches the origin of what the key leaves out.
+    /// What reaches the origin of what the key leaves out (default:
+    /// [`OriginRequestPolicy::key_only`]).
     pub fn origin_request_policy(mut self, policy: OriginRequestPolicy) -> Self {
         self.origin_request = policy;
         self
@@ -287,6 +381,10 @@ impl Behavior {
 
 /// A request extension a TLS listener sets: the viewer connected over HTTPS. The viewer
 /// protocol policy and the cache key's scheme read it.
+///
+/// With [`trust_forwarded_proto`](crate::CdnLayerBuilder::trust_forwarded_proto) on, the layer
+/// also sets it at entry when the trusted proxy's `X-Forwarded-Proto` or `Forwarded` says
+/// `https`, since it removes those fields there: the origin service reads the scheme from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewerTls;
 
@@ -311,7 +409,10 @@ impl TargetOrigin {
 }
 
 /// A request extension with the viewer's address, for the access log and per-client
-/// rules. A server sets it from the connection (or from trusted forwarding headers).
+/// rules. A server sets it from the connection; when that is one of the layer's
+/// [`trusted_proxies`](crate::CdnLayerBuilder::trusted_proxies), the layer replaces it at entry
+/// with the address the proxy's `X-Forwarded-For` names (port 0), before removing that field.
+/// Later phases, and an origin proxy building `X-Forwarded-For`, read the resolved address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 

@@ -1,9 +1,9 @@
 //! Field helpers shared by the cache: hop-by-hop fields, `Vary`, comma lists.
 
-use http::header::{HeaderMap, HeaderName, VARY};
+use http::header::{self, HeaderMap, HeaderName, VARY};
 use http::HeaderValue;
 
-use super::conditional::is_hop_by_hop;
+use super::conditional::MAX_CONNECTION_OPTIONS;
 
 /// `CDN-Cache-Control` (RFC 9213 §3): caching directives for CDNs only.
 pub(crate) static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
@@ -13,15 +13,84 @@ pub(crate) static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surro
 /// At most this many field names are read from `Vary`; more makes the response unstorable.
 pub(crate) const MAX_VARY_FIELDS: usize = 16;
 
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1, §7.8, §10.1.4,
+/// §11.7.1, RFC 9112 §6.1; `Keep-Alive` and `Proxy-Connection` from older practice), besides
+/// `Connection` itself and the fields it names.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1), including every field `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name, headers))
-        .cloned()
-        .collect();
-    for name in hop {
+    remove_hop_by_hop_but_upgrade(headers, None);
+}
+
+/// The number of options the `Connection` lines list, counting no further than `limit + 1`.
+pub(crate) fn connection_options(headers: &HeaderMap, limit: usize) -> usize {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(comma_list)
+        .take(limit.saturating_add(1))
+        .count()
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection`, every field it names, and the
+/// fixed set above. With `upgrade` (the protocol of a connection upgrade the next hop must
+/// see, RFC 9110 §7.8), `Connection: upgrade` and `Upgrade` are put back, and nothing else.
+///
+/// A `Connection` listing more than [`MAX_CONNECTION_OPTIONS`] options taints the whole
+/// message: every field goes (as [`is_hop_by_hop`](super::conditional::is_hop_by_hop) decides for a 304). Allocates nothing
+/// unless `Connection` has several lines.
+pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    if connection_options(headers, MAX_CONNECTION_OPTIONS) > MAX_CONNECTION_OPTIONS {
+        headers.clear();
+        return;
+    }
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => {}
+        (Some(_), None) => {
+            if let Some(line) = headers.remove(header::CONNECTION) {
+                remove_named(headers, &line);
+            }
+        }
+        _ => {
+            let all: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            headers.remove(header::CONNECTION);
+            for line in &all {
+                remove_named(headers, line);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+/// Removes the fields one `Connection` line names (options are case-insensitive, as field
+/// names are; ones that are not field names name nothing).
+fn remove_named(headers: &mut HeaderMap, line: &HeaderValue) {
+    for option in comma_list(line) {
+        // Looked up by `&str`: no `HeaderName` is built, so nothing is allocated.
+        if let Ok(name) = std::str::from_utf8(option) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -134,6 +203,49 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn options_on_several_lines_and_in_any_case_are_removed() {
+        let mut h = map(&[
+            ("connection", "X-A"),
+            ("connection", "x-b, CloudFront-Viewer-Country"),
+            ("x-a", "1"),
+            ("x-b", "1"),
+            ("cloudfront-viewer-country", "DE"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, map(&[("accept", "*/*")]));
+    }
+
+    #[test]
+    fn an_upgrade_is_put_back_alone() {
+        // RFC 9110 §7.8: the next hop must see the upgrade to consent to it.
+        let mut h = map(&[
+            ("connection", "upgrade, x-secret"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+        ]);
+        remove_hop_by_hop_but_upgrade(&mut h, Some(HeaderValue::from_static("websocket")));
+        assert_eq!(
+            h,
+            map(&[("connection", "upgrade"), ("upgrade", "websocket")])
+        );
+    }
+
+    #[test]
+    fn an_abusive_connection_list_taints_the_message() {
+        let list = vec!["x"; MAX_CONNECTION_OPTIONS + 1].join(",");
+        let mut h = map(&[("connection", &list), ("content-type", "text/plain")]);
+        assert_eq!(
+            connection_options(&h, MAX_CONNECTION_OPTIONS),
+            MAX_CONNECTION_OPTIONS + 1
+        );
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

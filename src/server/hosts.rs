@@ -197,7 +197,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    ReqB: Send + 'static,
+    ReqB: http_body::Body + Send + 'static,
     ResB: Send + 'static,
 {
     type Response = Response<Either<ResB, Full<Bytes>>>;
@@ -210,7 +210,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        // The layer reads fields only: tell it of a body no field declares (HTTP/2).
+        crate::mark_undeclared_body(&mut request);
         if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
             // TRACE would echo back what the edge adds for the origin (such as a secret
             // origin header); CONNECT asks for a tunnel the edge does not offer.

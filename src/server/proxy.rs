@@ -37,7 +37,10 @@ use super::{
     site::check_path_prefix, HostHeader, OriginConfig, OriginProtocol, PeerAddr, ServerConfig,
     ServerError,
 };
-use crate::{rfc::headers::upgrade_protocol, BoxError, OriginUsed, ViewerTls};
+use crate::{
+    rfc::headers::{remove_hop_by_hop_but_upgrade, upgrade_protocol},
+    BoxError, ClientAddr, OriginUsed, ViewerTls,
+};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -47,20 +50,6 @@ const VIA_PSEUDONYM: &str = "tower-cdn";
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Fields that describe one connection, not the message (RFC 9110 §7.6.1),
-/// so a proxy must not pass them on.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Where requests go and what they carry there.
 #[derive(Debug)]
@@ -210,26 +199,30 @@ impl ProxyService {
             .get(header::HOST)
             .cloned()
             .or_else(|| authority_header(&parts.uri));
-        let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
+        // The viewer as the layer resolved it at entry (the connection's address, or the one
+        // a trusted proxy named).
+        let client = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|addr| addr.0.ip())
+            .or_else(|| parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip()));
         let tls = parts.extensions.get::<ViewerTls>().is_some();
         let upgrade = upgrade_protocol(&parts.headers, received);
 
         parts.uri = self.origin_uri(&parts.uri, tls);
         // The origin is spoken to over HTTP/1.1 whatever the viewer used.
         parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = upgrade {
-            // The one hop-by-hop exchange passed on: the tunnel needs the origin's consent.
-            keep_upgrade(&mut parts.headers, protocol);
-        }
+        // The one hop-by-hop exchange passed on is an upgrade: the tunnel needs the origin's
+        // consent.
+        remove_hop_by_hop_but_upgrade(&mut parts.headers, upgrade);
         let origin_authority = parts.uri.authority().map(|a| a.as_str());
         let fixed = match &self.origin.host {
             OriginHost::Viewer => None,
             OriginHost::Fixed(host) => Some(host.clone()),
             OriginHost::Origin => origin_authority.and_then(|a| HeaderValue::from_str(a).ok()),
         };
-        set_host(&mut parts.headers, fixed, viewer_host);
-        add_forwarding_headers(&mut parts.headers, peer, tls);
+        set_host(&mut parts.headers, fixed, viewer_host.clone());
+        add_forwarding_headers(&mut parts.headers, client, tls, viewer_host.as_ref());
         append_via(&mut parts.headers, received);
         // Last, so a viewer cannot override them.
         for (name, value) in &self.origin.headers {
@@ -365,17 +358,9 @@ fn to_viewer_response<B>(mut response: Response<B>, upgraded: bool) -> Response<
     let protocol = upgraded
         .then(|| response.headers().get(header::UPGRADE).cloned())
         .flatten();
-    strip_hop_by_hop(response.headers_mut());
-    if let Some(protocol) = protocol {
-        keep_upgrade(response.headers_mut(), protocol);
-    }
+    remove_hop_by_hop_but_upgrade(response.headers_mut(), protocol);
     append_via(response.headers_mut(), received);
     response
-}
-
-fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Copies bytes both ways between the viewer's and the origin's upgraded connections until
@@ -401,28 +386,69 @@ fn authority_header(uri: &Uri) -> Option<HeaderValue> {
         .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
 }
 
-/// Removes hop-by-hop fields, including those that `Connection` names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
+/// Sets the forwarding fields from what the edge knows, replacing any the request carries
+/// (the layer removed the viewer's at entry; a behavior that kept one does not get to speak
+/// for the edge): `X-Forwarded-For` (the viewer's address as resolved at entry),
+/// `X-Forwarded-Proto`, and `Forwarded` (RFC 7239) with `for`, `proto` and `host`.
+/// `X-Forwarded-Host` is [`set_host`]'s.
+fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    tls: bool,
+    viewer_host: Option<&HeaderValue>,
+) {
+    let proto = if tls { "https" } else { "http" };
+    match client.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok()) {
+        Some(ip) => {
+            headers.insert(X_FORWARDED_FOR, ip);
+        }
+        None => {
+            headers.remove(X_FORWARDED_FOR);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match HeaderValue::try_from(forwarded_element(client, proto, viewer_host)) {
+        Ok(value) => {
+            headers.insert(header::FORWARDED, value);
+        }
+        Err(_) => {
+            headers.remove(header::FORWARDED);
+        }
     }
 }
 
-fn add_forwarding_headers(headers: &mut HeaderMap, peer: Option<IpAddr>, tls: bool) {
-    if let Some(ip) = peer {
-        append_to_list(headers, X_FORWARDED_FOR, &ip.to_string());
+/// One `Forwarded` element (RFC 7239 §4): `for` (an IPv6 address quoted in brackets, §6;
+/// `unknown` when the edge does not know, §6.3), `proto`, and `host` as the viewer sent it,
+/// quoted when it is not a token (a `host:port` is not).
+fn forwarded_element(client: Option<IpAddr>, proto: &str, host: Option<&HeaderValue>) -> String {
+    let mut element = match client {
+        Some(IpAddr::V4(ip)) => format!("for={ip}"),
+        Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
+        None => "for=unknown".to_owned(),
+    };
+    element.push_str(";proto=");
+    element.push_str(proto);
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        if !host.is_empty() && host.bytes().all(is_tchar) {
+            element.push_str(host);
+        } else {
+            element.push('"');
+            for c in host.chars() {
+                if matches!(c, '"' | '\\') {
+                    element.push('\\');
+                }
+                element.push(c);
+            }
+            element.push('"');
+        }
     }
-    // Set, not appended: the edge terminates the viewer's connection, so it is
-    // the only party that knows the scheme, and a viewer could forge one.
-    let proto = if tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    element
+}
+
+/// RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Appends `<protocol> tower-cdn`, the protocol being the one the message arrived with.
@@ -699,18 +725,77 @@ mod tests {
             ("proxy-authorization", "Basic abc"),
             ("accept", "*/*"),
         ]);
-        strip_hop_by_hop(&mut map);
+        remove_hop_by_hop_but_upgrade(&mut map, None);
         assert_eq!(map, headers(&[("accept", "*/*")]));
     }
 
     #[test]
-    fn list_fields_are_appended_to() {
-        let mut map = headers(&[("x-forwarded-for", "203.0.113.7"), ("via", "1.0 corp")]);
-        add_forwarding_headers(&mut map, Some(IpAddr::from([127, 0, 0, 1])), false);
+    fn forwarding_fields_are_set_by_the_edge_and_via_is_appended_to() {
+        // RFC 9110 §7.6.3: each hop appends to Via; the forwarding fields say only what the
+        // edge knows, so a copy on the request is replaced, never extended.
+        let mut map = headers(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.7;host=evil.example"),
+            ("via", "1.0 corp"),
+        ]);
+        let host = HeaderValue::from_static("shop.example");
+        add_forwarding_headers(
+            &mut map,
+            Some(IpAddr::from([127, 0, 0, 1])),
+            false,
+            Some(&host),
+        );
         append_via(&mut map, Version::HTTP_11);
-        assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-        assert_eq!(map["via"], "1.0 corp, 1.1 tower-cdn");
+        assert_eq!(map["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(map.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(
+            map["forwarded"],
+            "for=127.0.0.1;proto=http;host=shop.example"
+        );
+        assert_eq!(map["via"], "1.0 corp, 1.1 tower-cdn");
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6_and_ports() {
+        // RFC 7239 §6: an IPv6 node is quoted in brackets; a host:port is not a token.
+        let v6 = "2001:db8::7".parse().ok();
+        let host = HeaderValue::from_static("shop.example:8443");
+        assert_eq!(
+            forwarded_element(v6, "https", Some(&host)),
+            "for=\"[2001:db8::7]\";proto=https;host=\"shop.example:8443\""
+        );
+        assert_eq!(
+            forwarded_element(None, "http", None),
+            "for=unknown;proto=http"
+        );
+        let odd = HeaderValue::from_static("a\"b");
+        assert_eq!(
+            forwarded_element(None, "http", Some(&odd)),
+            "for=unknown;proto=http;host=\"a\\\"b\""
+        );
+    }
+
+    #[test]
+    fn the_resolved_client_is_forwarded() {
+        let origin = OriginConfig::new("o", "http://origin.test".parse().unwrap());
+        let mut request = Request::get("/")
+            .header("host", "www.example.test")
+            .body(())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr("10.0.0.2:5000".parse().unwrap()));
+        request
+            .extensions_mut()
+            .insert(ClientAddr("198.51.100.7:0".parse().unwrap()));
+        let sent = proxy(origin).to_origin_request(request);
+        assert_eq!(sent.headers()["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(
+            sent.headers()["forwarded"],
+            "for=198.51.100.7;proto=http;host=www.example.test"
+        );
     }
 
     fn proxy(origin: OriginConfig) -> ProxyService {
@@ -780,8 +865,9 @@ mod tests {
     #[test]
     fn tls_viewers_are_forwarded_as_https() {
         let mut map = HeaderMap::new();
-        add_forwarding_headers(&mut map, None, true);
+        add_forwarding_headers(&mut map, None, true, None);
         assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["forwarded"], "for=unknown;proto=https");
     }
 
     #[test]

@@ -26,7 +26,10 @@ use super::{
     hosts::HostPattern,
     DistributionConfig, OriginConfig, OriginGroupConfig, OriginProtocol, ViewerProtocol,
 };
-use crate::{AllowedMethods, Behavior, CachePolicy, PathPattern, SetCookie, ViewerProtocolPolicy};
+use crate::{
+    AllowedMethods, Behavior, CachePolicy, OriginRequestPolicy, PathPattern, SetCookie,
+    ViewerProtocolPolicy,
+};
 
 /// The site sections of one file, as parsed.
 #[derive(Debug, Default)]
@@ -124,6 +127,90 @@ pub(crate) struct BehaviorToml {
     trusted_key_group: Option<Spanned<String>>,
     #[serde(deserialize_with = "de_duration")]
     clock_skew: Option<Duration>,
+    origin_request_policy: Option<OriginRequestSetting>,
+}
+
+/// `origin_request_policy`: `"key-only"` (the default: the origin gets the query parameters
+/// and cookies the cache key holds), `"all-viewer"` (every parameter and cookie), or a table
+/// naming what else to forward, on top of key-only (or of all-viewer with
+/// `all_viewer = true`):
+///
+/// ```toml
+/// [[behaviors]]
+/// path = "/api/*"
+/// cache_policy = "disabled"
+/// origin_request_policy = { cookies = ["session"], headers = ["x-http-method-override"] }
+/// ```
+///
+/// What is forwarded outside the cache key is the operator's choice: the origin must not vary
+/// its answer on it where responses are cached.
+#[derive(Debug, PartialEq, Eq)]
+struct OriginRequestSetting(OriginRequestPolicy);
+
+/// The table form of [`OriginRequestSetting`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardToml {
+    #[serde(default)]
+    all_viewer: bool,
+    #[serde(default)]
+    query_strings: Vec<String>,
+    #[serde(default)]
+    cookies: Vec<String>,
+    #[serde(default, deserialize_with = "de_header_names")]
+    headers: Vec<HeaderName>,
+}
+
+impl<'de> Deserialize<'de> for OriginRequestSetting {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Setting;
+        impl<'de> serde::de::Visitor<'de> for Setting {
+            type Value = OriginRequestPolicy;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "\"key-only\", \"all-viewer\", or a table of query_strings, cookies and \
+                     headers to forward",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+                match name {
+                    "key-only" => Ok(OriginRequestPolicy::key_only()),
+                    "all-viewer" => Ok(OriginRequestPolicy::all_viewer()),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(name), &self)),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let table =
+                    ForwardToml::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let base = if table.all_viewer {
+                    OriginRequestPolicy::all_viewer()
+                } else {
+                    OriginRequestPolicy::key_only()
+                };
+                Ok(base
+                    .forward_query_strings(table.query_strings)
+                    .forward_cookies(table.cookies)
+                    .forward_headers(table.headers))
+            }
+        }
+        de.deserialize_any(Setting).map(Self)
+    }
+}
+
+fn de_header_names<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<HeaderName>, D::Error> {
+    Vec::<String>::deserialize(de)?
+        .into_iter()
+        .map(|name| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| serde::de::Error::custom(format!("`{name}` is not a header name")))
+        })
+        .collect()
 }
 
 /// CloudFront's managed cache policies by name.
@@ -599,6 +686,9 @@ impl Context<'_> {
         if let Some(skew) = toml.clock_skew {
             behavior = behavior.clock_skew(skew);
         }
+        if let Some(OriginRequestSetting(policy)) = toml.origin_request_policy {
+            behavior = behavior.origin_request_policy(policy);
+        }
         Ok(behavior)
     }
 }
@@ -713,4 +803,74 @@ fn de_statuses<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<StatusCode
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(toml: &str) -> Result<Option<OriginRequestPolicy>, String> {
+        toml::from_str::<BehaviorToml>(toml)
+            .map(|b| b.origin_request_policy.map(|p| p.0))
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn origin_request_policy_forms() {
+        assert_eq!(policy(""), Ok(None));
+        assert_eq!(
+            policy("origin_request_policy = \"key-only\""),
+            Ok(Some(OriginRequestPolicy::key_only()))
+        );
+        assert_eq!(
+            policy("origin_request_policy = \"all-viewer\""),
+            Ok(Some(OriginRequestPolicy::all_viewer()))
+        );
+        let named = OriginRequestPolicy::key_only()
+            .forward_query_strings(["page"])
+            .forward_cookies(["session"])
+            .forward_headers([HeaderName::from_static("x-http-method-override")]);
+        assert_eq!(
+            policy(
+                "origin_request_policy = { query_strings = [\"page\"], cookies = [\"session\"], \
+                 headers = [\"X-HTTP-Method-Override\"] }"
+            ),
+            Ok(Some(named.clone()))
+        );
+        assert_eq!(
+            policy(
+                "[origin_request_policy]\nquery_strings = [\"page\"]\ncookies = [\"session\"]\n\
+                 headers = [\"x-http-method-override\"]\n"
+            ),
+            Ok(Some(named))
+        );
+        assert_eq!(
+            policy("origin_request_policy = { all_viewer = true, headers = [\"true-client-ip\"] }"),
+            Ok(Some(OriginRequestPolicy::all_viewer().forward_headers([
+                HeaderName::from_static("true-client-ip")
+            ])))
+        );
+    }
+
+    #[test]
+    fn origin_request_policy_errors_name_the_setting() {
+        for (toml, expected) in [
+            ("origin_request_policy = \"everything\"", "key-only"),
+            (
+                "origin_request_policy = { headers = [\"bad name\"] }",
+                "not a header name",
+            ),
+            (
+                "origin_request_policy = { querystrings = [\"a\"] }",
+                "querystrings",
+            ),
+            ("origin_request_policy = 1", "key-only"),
+        ] {
+            let err = policy(toml).unwrap_err();
+            assert!(
+                err.contains(expected) && err.contains("origin_request_policy"),
+                "{toml}: {err}"
+            );
+        }
+    }
 }
