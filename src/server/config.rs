@@ -16,11 +16,12 @@ use super::{
         GeoSetting, KeyGroupSetting, OriginConcurrencySetting, RateLimitSetting, TrustedProxies,
     },
     site::{
-        BehaviorToml, DistributionToml, OriginGroupToml, OriginToml, Site, SiteSource, SiteToml,
+        BehaviorToml, DistributionToml, MethodsName, OriginGroupToml, OriginToml, Site, SiteSource,
+        SiteToml,
     },
     ServerError,
 };
-use crate::{Behavior, CdnLayerBuilder};
+use crate::{AllowedMethods, Behavior, CdnLayerBuilder};
 
 /// Everything [`Server::bind`](super::Server::bind) needs to know.
 ///
@@ -66,6 +67,12 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// What plain-HTTP viewers get.
     pub viewer_protocol: ViewerProtocol,
+    /// The methods served by behaviors that set none: the default behavior of the one
+    /// distribution made when [`distributions`](Self::distributions) is empty (`--origin`
+    /// or the demo site), and the file's behaviors without `allowed_methods`. The default is
+    /// [`AllowedMethods::get_head`], as for [`Behavior::new`]: other methods get `403` at the
+    /// edge. An origin with forms or an API wants [`AllowedMethods::all`].
+    pub allowed_methods: AllowedMethods,
     /// The most connections open at once; more are closed as they arrive (default 10,000).
     pub max_connections: usize,
     /// The most connections open at once from one client, an IPv4 address or an IPv6 /64;
@@ -401,6 +408,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_token: None,
             viewer_protocol: ViewerProtocol::AllowAll,
+            allowed_methods: AllowedMethods::get_head(),
             max_connections: 10_000,
             max_connections_per_client: 256,
             header_timeout: super::conn::HEADER_READ_TIMEOUT,
@@ -530,6 +538,8 @@ pub(crate) struct ConfigLayer {
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) admin_token: Option<String>,
     pub(crate) viewer_protocol: Option<ViewerProtocol>,
+    #[serde(deserialize_with = "de_allowed_methods")]
+    pub(crate) allowed_methods: Option<AllowedMethods>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_client: Option<usize>,
     #[serde(deserialize_with = "de_duration")]
@@ -626,6 +636,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             admin_token: self.admin_token.or(lower.admin_token),
             viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
+            allowed_methods: self.allowed_methods.or(lower.allowed_methods),
             max_connections: self.max_connections.or(lower.max_connections),
             max_connections_per_client: self
                 .max_connections_per_client
@@ -650,9 +661,10 @@ impl ConfigLayer {
     pub(crate) fn resolve(self) -> Result<ServerConfig, ServerError> {
         let default = ServerConfig::default();
         let viewer_protocol = self.viewer_protocol.unwrap_or_default();
+        let allowed_methods = self.allowed_methods.unwrap_or(default.allowed_methods);
         let site = match self.site {
             Some((path, source)) => source
-                .build(viewer_protocol)
+                .build(viewer_protocol, allowed_methods)
                 .map_err(|message| ServerError::ParseConfig { path, message })?,
             None => Site::default(),
         };
@@ -672,6 +684,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
             viewer_protocol,
+            allowed_methods,
             max_connections: self.max_connections.unwrap_or(default.max_connections),
             max_connections_per_client: self
                 .max_connections_per_client
@@ -703,6 +716,12 @@ where
 
 fn de_origin<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Uri>, D::Error> {
     de_with(de, parse_origin)
+}
+
+fn de_allowed_methods<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Option<AllowedMethods>, D::Error> {
+    MethodsName::deserialize(de).map(|methods| Some(methods.allowed()))
 }
 
 fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
