@@ -66,6 +66,9 @@ pub struct Cli {
     pub max_request_body: Option<u64>,
 
     /// TOML file with settings (origin, listen, max_bytes, ...); flags override it.
+    ///
+    /// Relative paths in the file (certificates, key files, the geo database) are taken from
+    /// the file's directory; relative paths given as flags from the working directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -45,7 +45,9 @@ pub(crate) struct SiteToml {
 pub(crate) struct DistributionToml {
     pub(crate) name: Option<String>,
     pub(crate) hosts: Vec<Spanned<String>>,
+    #[serde(deserialize_with = "super::config::de_path")]
     pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "super::config::de_path")]
     pub(crate) tls_key: Option<PathBuf>,
     #[serde(deserialize_with = "super::config::de_size")]
     pub(crate) max_bytes: Option<u64>,
