@@ -316,19 +316,19 @@ struct Seen {
     headers: HeaderMap,
 }
 
+/// An origin's answer to a path: the status and the fields to send with it.
+type Answer = fn(&str) -> (StatusCode, Vec<(&'static str, &'static str)>);
+
 /// A loopback origin that records what it receives and answers with `answer`.
 #[derive(Clone)]
 struct Origin {
     name: &'static str,
     seen: Arc<Mutex<Vec<Seen>>>,
-    answer: fn(&str) -> (StatusCode, Vec<(&'static str, &'static str)>),
+    answer: Answer,
 }
 
 impl Origin {
-    async fn start(
-        name: &'static str,
-        answer: fn(&str) -> (StatusCode, Vec<(&'static str, &'static str)>),
-    ) -> (SocketAddr, Self) {
+    async fn start(name: &'static str, answer: Answer) -> (SocketAddr, Self) {
         let origin = Self {
             name,
             seen: Arc::default(),

@@ -89,8 +89,9 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "POLICY")]
     pub viewer_protocol: Option<ViewerProtocol>,
 
-    /// Methods the edge serves: get-head (GET, HEAD), get-head-options or all (also PUT,
-    /// POST, PATCH, DELETE); others get 403 and never reach the origin [default: get-head].
+    /// Methods the edge serves: get-head (GET, HEAD), get-head-options (and OPTIONS) or all
+    /// (and PUT, POST, PATCH, DELETE); others get 403 and never reach the origin
+    /// [default: get-head]
     ///
     /// Applies to every behavior that sets no allowed_methods of its own. An origin with
     /// forms or an API needs --allowed-methods all.
