@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 use support::*;
 use tower::Layer;
-use tower_cdn::CdnLayer;
+use tower_cdn::{AllowedMethods, CdnLayer};
 
 const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=60"), ("etag", "\"v1\"")];
 
@@ -504,7 +504,7 @@ async fn unsafe_methods_invalidate_the_target_uri() {
     // RFC 9111 §4.4, including a method the cache does not know.
     for method in ["POST", "PUT", "DELETE", "FROB"] {
         let (origin, seen) = versioned(&[("cache-control", "max-age=60")]);
-        let (layer, _) = layer();
+        let (layer, _) = layer_allowing(AllowedMethods::any());
         let svc = layer.layer(origin);
         send(&svc, get("/a", &[])).await;
         assert_hit(&send(&svc, get("/a", &[])).await, "v1");
@@ -530,7 +530,7 @@ async fn unsafe_method_invalidates_same_origin_location_and_content_location() {
         ),
         _ => response(&[("cache-control", "max-age=60")], "x"),
     });
-    let (layer, _) = layer();
+    let (layer, _) = layer_allowing(AllowedMethods::all());
     let svc = layer.layer(origin);
     for p in ["/a", "/b", "/c", "/d"] {
         send(&svc, get(p, &[])).await;
@@ -565,7 +565,7 @@ async fn failed_unsafe_request_does_not_invalidate() {
             }
             r
         });
-        let (layer, _) = layer();
+        let (layer, _) = layer_allowing(AllowedMethods::all());
         let svc = layer.layer(origin);
         send(&svc, get("/a", &[])).await;
         let post = send(&svc, request("POST", "/a", &[])).await;

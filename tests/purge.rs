@@ -9,7 +9,7 @@ use bytes::Bytes;
 use support::*;
 use tokio::sync::Notify;
 use tower::{Layer, ServiceExt};
-use tower_cdn::{CdnLayer, ManualClock, Purge};
+use tower_cdn::{AllowedMethods, Behavior, CdnLayer, ManualClock, Purge};
 
 fn tagged_origin() -> (Origin, Seen) {
     origin(|req| {
@@ -336,7 +336,10 @@ async fn metrics_match_a_scripted_sequence() {
         "/private" => response(&[("cache-control", "private")], "p"),
         _ => response(&[("cache-control", "max-age=60")], "0123456789"),
     });
-    let layer = CdnLayer::new();
+    let layer = CdnLayer::builder()
+        .default_behavior(Behavior::new().allowed_methods(AllowedMethods::all()))
+        .build()
+        .unwrap();
     let svc = layer.clone().layer(origin);
     send(&svc, get("/a", &[])).await; // miss
     send(&svc, get("/a", &[])).await; // hit

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use support::*;
 use tokio::sync::Notify;
 use tower::{Layer, ServiceExt};
-use tower_cdn::{CdnLayer, CustomErrorResponse, ManualClock};
+use tower_cdn::{AllowedMethods, Behavior, CdnLayer, CustomErrorResponse, ManualClock};
 
 fn layer_with(clock: &ManualClock) -> tower_cdn::CdnLayerBuilder {
     CdnLayer::builder().clock(clock.clone())
@@ -402,6 +402,7 @@ async fn without_a_stored_object_errors_are_502_and_timeouts_504() {
     let flaky = Flaky::new("max-age=10");
     let svc = CdnLayer::builder()
         .origin_timeout(Duration::from_secs(5))
+        .default_behavior(Behavior::new().allowed_methods(AllowedMethods::all()))
         .build()
         .unwrap()
         .layer(flaky.service());

@@ -26,7 +26,9 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_cdn::server::{DistributionConfig, Server, ServerConfig, ServerError};
 use tower_cdn::signing::{CustomPolicy, KeyGroup, Signer, SigningKey};
-use tower_cdn::{Behavior, CachePolicy, CountryCode, Headers, KeyPolicy, OriginRequestPolicy};
+use tower_cdn::{
+    AllowedMethods, Behavior, CachePolicy, CountryCode, Headers, KeyPolicy, OriginRequestPolicy,
+};
 
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -271,6 +273,11 @@ fn site() -> DistributionConfig {
                 .origin_request_policy(
                     OriginRequestPolicy::key_only().forward_headers([METHOD_OVERRIDE.clone()]),
                 ),
+        )
+        // Forms post here: every method is allowed, and GET/HEAD bodies are still refused.
+        .behavior(
+            "/echo-body",
+            Behavior::new().allowed_methods(AllowedMethods::all()),
         )
         .behavior(
             "/geo",

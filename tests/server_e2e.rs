@@ -29,7 +29,10 @@ use tokio::{net::TcpListener, sync::oneshot, sync::Notify, task::JoinHandle};
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use tower_cdn::server::{HostHeader, Server, ServerConfig, ServerError, ViewerProtocol};
+use tower_cdn::{
+    server::{HostHeader, Server, ServerConfig, ServerError, ViewerProtocol},
+    AllowedMethods,
+};
 
 /// Upper bound for any one test, so that a hang fails instead of blocking CI.
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
@@ -319,10 +322,53 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 }
 
 #[tokio::test]
-async fn request_bodies_and_all_methods_reach_the_origin() {
+async fn by_default_only_get_and_head_reach_the_origin() {
+    // CloudFront's default allowed methods: other methods get 403 from the edge.
     within(async {
         let (origin_addr, origin) = start_origin().await;
         let edge = start_edge(edge_config(Some(origin_addr))).await;
+        for method in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
+            let response = send(
+                request(method.clone(), edge.addr, "/echo")
+                    .body(Full::from("form=1"))
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method}");
+            assert_eq!(
+                header_str(response.headers(), "x-cache"),
+                Some("Error from tower-cdn"),
+                "{method}"
+            );
+        }
+        assert_eq!(origin.hits(), 0, "a refused method reached the origin");
+        for method in [Method::GET, Method::HEAD] {
+            let response = send(
+                request(method.clone(), edge.addr, "/echo")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::OK, "{method}");
+        }
+        assert_eq!(origin.hits(), 1, "HEAD is answered from the stored GET");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_bodies_and_all_methods_reach_the_origin() {
+    within(async {
+        let (origin_addr, origin) = start_origin().await;
+        let mut config = edge_config(Some(origin_addr));
+        config.allowed_methods = AllowedMethods::all();
+        let edge = start_edge(config).await;
         // Larger than any single read, so the body has to be streamed through.
         let payload = Bytes::from(vec![b'x'; 256 * 1024]);
 

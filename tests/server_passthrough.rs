@@ -36,7 +36,10 @@ use tokio::{
     sync::{mpsc, oneshot, Notify},
 };
 use tokio_tungstenite::tungstenite;
-use tower_cdn::server::{Server, ServerConfig};
+use tower_cdn::{
+    server::{Server, ServerConfig},
+    AllowedMethods,
+};
 
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -230,7 +233,11 @@ fn chunks(count: usize, size: usize) -> Chunks {
 async fn request_bodies_over_the_limit_get_413() {
     within(async {
         let (origin_addr, origin) = start_origin().await;
-        let edge = start_edge(origin_addr, |config| config.max_request_body = Some(1024)).await;
+        let edge = start_edge(origin_addr, |config| {
+            config.max_request_body = Some(1024);
+            config.allowed_methods = AllowedMethods::all();
+        })
+        .await;
         let uri = format!("http://{edge}/upload");
 
         // Within the limit, in chunks: streamed to the origin.

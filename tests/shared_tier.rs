@@ -16,7 +16,9 @@ use http::StatusCode;
 use redis_server::{unique_prefix, RedisServer};
 use support::*;
 use tower::Layer;
-use tower_cdn::{CdnLayer, Purge, RedisTier, RedisTierBuilder, TierStats};
+use tower_cdn::{
+    AllowedMethods, Behavior, CdnLayer, Purge, RedisTier, RedisTierBuilder, TierStats,
+};
 
 const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=60"), ("etag", "\"v1\"")];
 
@@ -31,12 +33,23 @@ fn node(
     prefix: &str,
     tune: impl FnOnce(RedisTierBuilder) -> RedisTierBuilder,
 ) -> (CdnLayer, RedisTier) {
+    node_with(url, prefix, tune, Behavior::new())
+}
+
+/// [`node`] with its own default behavior.
+fn node_with(
+    url: &str,
+    prefix: &str,
+    tune: impl FnOnce(RedisTierBuilder) -> RedisTierBuilder,
+    behavior: Behavior,
+) -> (CdnLayer, RedisTier) {
     let builder = RedisTier::builder(url)
         .key_prefix(prefix)
         .timeout(Duration::from_secs(10));
     let tier = tune(builder).build().unwrap();
     let layer = CdnLayer::builder()
         .shared_tier(tier.clone())
+        .default_behavior(behavior)
         .build()
         .unwrap();
     (layer, tier)
@@ -260,8 +273,9 @@ async fn an_unsafe_request_deletes_the_shared_copy() {
     // from Redis, and neither may another node.
     let redis = RedisServer::shared();
     let prefix = unique_prefix("invalidate");
-    let (a, tier_a) = node(redis.url(), &prefix, |t| t);
-    let (b, tier_b) = node(redis.url(), &prefix, |t| t);
+    let posts = || Behavior::new().allowed_methods(AllowedMethods::all());
+    let (a, tier_a) = node_with(redis.url(), &prefix, |t| t, posts());
+    let (b, tier_b) = node_with(redis.url(), &prefix, |t| t, posts());
     connect(&tier_a).await;
     connect(&tier_b).await;
     let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -5,22 +5,35 @@ use http::Method;
 use super::BehaviorError;
 
 /// The methods the edge accepts for a behavior, as one of CloudFront's three sets. Other
-/// methods are refused (CloudFront answers `403`). The default is [`any`](Self::any): a
-/// layer in a tower stack passes every method on unless told otherwise.
+/// methods are refused at the edge with `403` (as CloudFront does) and never reach the
+/// origin.
+///
+/// The default is [`get_head`](Self::get_head), CloudFront's default: a behavior serves
+/// what a cache can serve unless told otherwise. A behavior in front of forms or an API says
+/// [`all`](Self::all) (or [`any`](Self::any) for methods beyond CloudFront's seven).
+///
+/// ```
+/// use http::Method;
+/// use tower_cdn::AllowedMethods;
+///
+/// assert_eq!(AllowedMethods::default(), AllowedMethods::get_head());
+/// assert!(!AllowedMethods::default().allows(&Method::POST));
+/// assert!(AllowedMethods::all().allows(&Method::POST));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllowedMethods(Allowed);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Allowed {
-    #[default]
     Any,
+    #[default]
     GetHead,
     GetHeadOptions,
     All,
 }
 
 impl AllowedMethods {
-    /// `GET` and `HEAD`.
+    /// `GET` and `HEAD` (the default).
     pub fn get_head() -> Self {
         Self(Allowed::GetHead)
     }
@@ -35,7 +48,9 @@ impl AllowedMethods {
         Self(Allowed::All)
     }
 
-    /// Every method, including extension methods CloudFront does not know (the default).
+    /// Every method, including extension methods CloudFront does not know (`PURGE`,
+    /// `PROPFIND`, ...). `TRACE` and `CONNECT` too, as far as the layer is concerned; the
+    /// edge server answers those with `501` before any behavior.
     pub fn any() -> Self {
         Self(Allowed::Any)
     }
@@ -129,7 +144,11 @@ mod tests {
 
     #[test]
     fn allowed_sets() {
-        assert_eq!(allowed(AllowedMethods::default()), EVERY);
+        assert_eq!(
+            allowed(AllowedMethods::default()),
+            [Method::GET, Method::HEAD]
+        );
+        assert_eq!(allowed(AllowedMethods::any()), EVERY);
         assert_eq!(
             allowed(AllowedMethods::get_head()),
             [Method::GET, Method::HEAD]

@@ -242,7 +242,17 @@ pub struct Behavior {
 }
 
 impl Behavior {
-    /// RFC 9111 caching, the default key policy, all viewers, GET and HEAD.
+    /// RFC 9111 caching, the default key policy, HTTP and HTTPS viewers, and only `GET` and
+    /// `HEAD` ([`AllowedMethods::get_head`], CloudFront's default): other methods get `403`
+    /// at the edge until [`allowed_methods`](Self::allowed_methods) lets them through.
+    ///
+    /// ```
+    /// use tower_cdn::{AllowedMethods, Behavior};
+    ///
+    /// let pages = Behavior::new(); // GET and HEAD
+    /// let forms = Behavior::new().allowed_methods(AllowedMethods::all()); // POST too
+    /// # let _ = (pages, forms);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -272,7 +282,8 @@ impl Behavior {
         self
     }
 
-    /// Methods served at all; others get `403` at the edge.
+    /// Methods served at all; others get `403` at the edge and never reach the origin
+    /// (default [`AllowedMethods::get_head`]).
     pub fn allowed_methods(mut self, methods: AllowedMethods) -> Self {
         self.allowed_methods = methods;
         self

@@ -33,7 +33,8 @@
 //! queue_timeout = "1s"
 //! ```
 //!
-//! Relative paths are taken from the working directory, like the other paths in the file.
+//! Relative paths are taken from the configuration file's directory, like the other paths in
+//! the file.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -47,7 +48,7 @@ use http::HeaderMap;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::config::parse_duration;
+use super::config::{file_path, parse_duration};
 use crate::signing::{IpRange, KeyGroup, VerifyingKey};
 use crate::{
     AccessError, CdnLayerBuilder, ConfigError, CountryCode, CountryResolver, GeoDefault,
@@ -210,9 +211,10 @@ fn de_rsa_file<'de, D: Deserializer<'de>>(de: D) -> Result<Option<VerifyingKey>,
 
 #[cfg(feature = "cloudfront-compat")]
 fn rsa_file(path: &str) -> Result<VerifyingKey, String> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read key file `{path}`: {err}"))?;
-    VerifyingKey::rsa_sha1_pem(&pem).map_err(|err| format!("`{path}`: {err}"))
+    let path = file_path(path);
+    let pem = std::fs::read_to_string(&path)
+        .map_err(|err| format!("cannot read key file `{}`: {err}", path.display()))?;
+    VerifyingKey::rsa_sha1_pem(&pem).map_err(|err| format!("`{}`: {err}", path.display()))
 }
 
 #[cfg(not(feature = "cloudfront-compat"))]
@@ -230,8 +232,10 @@ fn de_inline_secret<'de, D: Deserializer<'de>>(
     ))
 }
 
+/// The bytes of a key file the configuration names (relative to the file's directory).
 fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|err| format!("cannot read key file `{path}`: {err}"))
+    let path = file_path(path);
+    std::fs::read(&path).map_err(|err| format!("cannot read key file `{}`: {err}", path.display()))
 }
 
 /// Standard or URL-safe base64, padded or not, surrounding whitespace ignored.
@@ -387,7 +391,7 @@ fn de_allow_list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<Country>
 
 fn de_database<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Resolver>, D::Error> {
     checked_str(de, "a MaxMind database path", |path| {
-        MaxMindResolver::open(path)
+        MaxMindResolver::open(file_path(path))
             .map(|db| Resolver::Database(Arc::new(db)))
             .map_err(|err| err.to_string())
     })

@@ -5,8 +5,14 @@ use http::Uri;
 
 use super::{
     config::{parse_duration, parse_origin, parse_size, parse_socket_addr, ConfigLayer},
+    site::MethodsName,
     HostHeader, ServerConfig, ServerError, ViewerProtocol,
 };
+use crate::AllowedMethods;
+
+fn parse_allowed_methods(text: &str) -> Result<AllowedMethods, String> {
+    MethodsName::parse(text)
+}
 
 /// Command line of the `tower-cdn` binary.
 ///
@@ -60,6 +66,9 @@ pub struct Cli {
     pub max_request_body: Option<u64>,
 
     /// TOML file with settings (origin, listen, max_bytes, ...); flags override it.
+    ///
+    /// Relative paths in the file (certificates, key files, the geo database) are taken from
+    /// the file's directory; relative paths given as flags from the working directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -79,6 +88,15 @@ pub struct Cli {
     /// What plain-HTTP viewers get [default: allow-all].
     #[arg(long, value_enum, value_name = "POLICY")]
     pub viewer_protocol: Option<ViewerProtocol>,
+
+    /// Methods the edge serves: get-head (GET, HEAD), get-head-options (and OPTIONS) or all
+    /// (and PUT, POST, PATCH, DELETE); others get 403 and never reach the origin
+    /// [default: get-head]
+    ///
+    /// Applies to every behavior that sets no allowed_methods of its own. An origin with
+    /// forms or an API needs --allowed-methods all.
+    #[arg(long, value_name = "METHODS", value_parser = parse_allowed_methods)]
+    pub allowed_methods: Option<AllowedMethods>,
 
     /// The most connections open at once; more are closed as they arrive [default: 10000].
     #[arg(long, value_name = "N")]
@@ -275,6 +293,7 @@ impl Cli {
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
             viewer_protocol: self.viewer_protocol,
+            allowed_methods: self.allowed_methods,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             header_timeout: self.header_timeout,
@@ -422,6 +441,34 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(config.max_connections_per_client, 256);
+    }
+
+    #[test]
+    fn allowed_methods_flag_defaults_to_get_and_head() {
+        let config = Cli::try_parse_from(["tower-cdn"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.allowed_methods, AllowedMethods::get_head());
+        for (name, methods) in [
+            ("get-head", AllowedMethods::get_head()),
+            ("get-head-options", AllowedMethods::get_head_options()),
+            ("all", AllowedMethods::all()),
+        ] {
+            let cli = Cli::try_parse_from(["tower-cdn", "--allowed-methods", name]).unwrap();
+            assert_eq!(
+                cli.into_config().unwrap().allowed_methods,
+                methods,
+                "{name}"
+            );
+        }
+        let err = Cli::try_parse_from(["tower-cdn", "--allowed-methods", "post"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("get-head-options") && err.contains("all"),
+            "{err}"
+        );
     }
 
     fn sign_args(url: &str, key_file: PathBuf) -> SignArgs {

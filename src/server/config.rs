@@ -1,4 +1,5 @@
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
     fmt,
     net::{Ipv4Addr, SocketAddr},
@@ -16,11 +17,12 @@ use super::{
         GeoSetting, KeyGroupSetting, OriginConcurrencySetting, RateLimitSetting, TrustedProxies,
     },
     site::{
-        BehaviorToml, DistributionToml, OriginGroupToml, OriginToml, Site, SiteSource, SiteToml,
+        BehaviorToml, DistributionToml, MethodsName, OriginGroupToml, OriginToml, Site, SiteSource,
+        SiteToml,
     },
     ServerError,
 };
-use crate::{Behavior, CdnLayerBuilder};
+use crate::{AllowedMethods, Behavior, CdnLayerBuilder};
 
 /// Everything [`Server::bind`](super::Server::bind) needs to know.
 ///
@@ -66,6 +68,12 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// What plain-HTTP viewers get.
     pub viewer_protocol: ViewerProtocol,
+    /// The methods served by behaviors that set none: the default behavior of the one
+    /// distribution made when [`distributions`](Self::distributions) is empty (`--origin`
+    /// or the demo site), and the file's behaviors without `allowed_methods`. The default is
+    /// [`AllowedMethods::get_head`], as for [`Behavior::new`]: other methods get `403` at the
+    /// edge. An origin with forms or an API wants [`AllowedMethods::all`].
+    pub allowed_methods: AllowedMethods,
     /// The most connections open at once; more are closed as they arrive (default 10,000).
     pub max_connections: usize,
     /// The most connections open at once from one client, an IPv4 address or an IPv6 /64;
@@ -401,6 +409,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_token: None,
             viewer_protocol: ViewerProtocol::AllowAll,
+            allowed_methods: AllowedMethods::get_head(),
             max_connections: 10_000,
             max_connections_per_client: 256,
             header_timeout: super::conn::HEADER_READ_TIMEOUT,
@@ -521,8 +530,11 @@ pub(crate) struct ConfigLayer {
     pub(crate) listen: Option<SocketAddr>,
     #[serde(deserialize_with = "de_socket_addr")]
     pub(crate) https_listen: Option<SocketAddr>,
+    #[serde(deserialize_with = "de_path")]
     pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "de_path")]
     pub(crate) tls_key: Option<PathBuf>,
+    #[serde(deserialize_with = "de_path")]
     pub(crate) origin_ca: Option<PathBuf>,
     #[serde(deserialize_with = "de_size")]
     pub(crate) max_request_body: Option<u64>,
@@ -530,6 +542,8 @@ pub(crate) struct ConfigLayer {
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) admin_token: Option<String>,
     pub(crate) viewer_protocol: Option<ViewerProtocol>,
+    #[serde(deserialize_with = "de_allowed_methods")]
+    pub(crate) allowed_methods: Option<AllowedMethods>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_client: Option<usize>,
     #[serde(deserialize_with = "de_duration")]
@@ -572,15 +586,24 @@ pub(crate) struct ConfigLayer {
 }
 
 impl ConfigLayer {
-    /// Reads a TOML file; its errors quote the offending line and setting.
+    /// Reads a TOML file; its errors quote the offending line and setting. Relative paths in
+    /// it are taken from the file's directory (see [`file_path`]).
     pub(crate) fn from_file(path: &Path) -> Result<Self, ServerError> {
         let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
             path: path.to_owned(),
             source,
         })?;
-        let mut layer = Self::from_toml(&text).map_err(|message| ServerError::ParseConfig {
-            path: path.to_owned(),
-            message,
+        Self::from_file_text(path, text)
+    }
+
+    /// Parses `text` as the content of the file at `path`.
+    pub(crate) fn from_file_text(path: &Path, text: String) -> Result<Self, ServerError> {
+        let dir = path.parent().unwrap_or(Path::new("")).to_owned();
+        let mut layer = in_file_dir(dir, || Self::from_toml(&text)).map_err(|message| {
+            ServerError::ParseConfig {
+                path: path.to_owned(),
+                message,
+            }
         })?;
         layer.site = Some((path.to_owned(), layer.take_site(text)));
         Ok(layer)
@@ -626,6 +649,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             admin_token: self.admin_token.or(lower.admin_token),
             viewer_protocol: self.viewer_protocol.or(lower.viewer_protocol),
+            allowed_methods: self.allowed_methods.or(lower.allowed_methods),
             max_connections: self.max_connections.or(lower.max_connections),
             max_connections_per_client: self
                 .max_connections_per_client
@@ -650,9 +674,10 @@ impl ConfigLayer {
     pub(crate) fn resolve(self) -> Result<ServerConfig, ServerError> {
         let default = ServerConfig::default();
         let viewer_protocol = self.viewer_protocol.unwrap_or_default();
+        let allowed_methods = self.allowed_methods.unwrap_or(default.allowed_methods);
         let site = match self.site {
             Some((path, source)) => source
-                .build(viewer_protocol)
+                .build(viewer_protocol, allowed_methods)
                 .map_err(|message| ServerError::ParseConfig { path, message })?,
             None => Site::default(),
         };
@@ -672,6 +697,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
             viewer_protocol,
+            allowed_methods,
             max_connections: self.max_connections.unwrap_or(default.max_connections),
             max_connections_per_client: self
                 .max_connections_per_client
@@ -686,6 +712,47 @@ impl ConfigLayer {
             distributions: site.distributions,
         })
     }
+}
+
+thread_local! {
+    /// The directory of the configuration file being parsed on this thread, if any.
+    static FILE_DIR: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
+}
+
+/// Runs `parse` with relative paths taken from `dir`. The files a configuration names are
+/// read while it is parsed (so that errors name their line), deep inside serde, where no
+/// argument reaches: the directory travels beside the parse instead, on its thread, for
+/// exactly as long as `parse` runs.
+fn in_file_dir<T>(dir: PathBuf, parse: impl FnOnce() -> T) -> T {
+    struct Restore(Option<PathBuf>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            FILE_DIR.with(|current| *current.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(FILE_DIR.with(|current| current.replace(Some(dir))));
+    parse()
+}
+
+/// A path written in the configuration file. A relative path is taken from the file's
+/// directory, as nginx takes its paths from its prefix, so that a file and the keys and
+/// certificates beside it work whatever the working directory. Paths given as flags are
+/// taken from the working directory, as every command line does.
+pub(crate) fn file_path(text: &str) -> PathBuf {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        return path;
+    }
+    FILE_DIR.with(|dir| match &*dir.borrow() {
+        Some(dir) => dir.join(&path),
+        None => path,
+    })
+}
+
+pub(crate) fn de_path<'de, D: Deserializer<'de>>(de: D) -> Result<Option<PathBuf>, D::Error> {
+    let text = String::deserialize(de)?;
+    Ok(Some(file_path(&text)))
 }
 
 // The file's values go through the same parsers as the flags, and a failure
@@ -703,6 +770,12 @@ where
 
 fn de_origin<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Uri>, D::Error> {
     de_with(de, parse_origin)
+}
+
+fn de_allowed_methods<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Option<AllowedMethods>, D::Error> {
+    MethodsName::deserialize(de).map(|methods| Some(methods.allowed()))
 }
 
 fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -860,6 +933,101 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
         let err = ConfigLayer::from_toml("header_timeout = 2\n").unwrap_err();
         assert!(err.contains("header_timeout"), "{err}");
+    }
+
+    #[test]
+    fn allowed_methods_at_the_top_are_the_default_of_every_behavior() {
+        let text = "allowed_methods = \"all\"\n\
+                    [[behaviors]]\npath = \"/static/*\"\nallowed_methods = \"get-head\"\n\
+                    [[behaviors]]\npath = \"/api/*\"\n";
+        let config = ConfigLayer::from_file_text(Path::new("edge.toml"), text.to_owned())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.allowed_methods, AllowedMethods::all());
+        let site = &config.distributions[0];
+        let methods: Vec<_> = site
+            .behaviors
+            .iter()
+            .map(|(_, b)| b.allowed_methods)
+            .collect();
+        assert_eq!(methods, [AllowedMethods::get_head(), AllowedMethods::all()]);
+        assert_eq!(site.default_behavior.allowed_methods, AllowedMethods::all());
+
+        let text = "[default_behavior]\ncompress = true\n";
+        let config = ConfigLayer::from_file_text(Path::new("edge.toml"), text.to_owned())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            config.distributions[0].default_behavior.allowed_methods,
+            AllowedMethods::get_head()
+        );
+        let err = ConfigLayer::from_toml("allowed_methods = \"post\"\n").unwrap_err();
+        assert!(
+            err.contains("allowed_methods") && err.contains("get-head"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_taken_from_its_directory() {
+        let text = "tls_cert = \"certs/edge.pem\"\ntls_key = \"/etc/edge.key\"\n\
+                    origin_ca = \"ca.pem\"\n\
+                    [[distributions]]\nhosts = [\"a.example\"]\n\
+                    tls_cert = \"a.pem\"\ntls_key = \"../a.key\"\n";
+        let file = Path::new("/srv/edge/edge.toml");
+        let config = ConfigLayer::from_file_text(file, text.to_owned())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let dir = Path::new("/srv/edge");
+        assert_eq!(config.tls_cert, Some(dir.join("certs/edge.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("/etc/edge.key")));
+        assert_eq!(config.origin_ca, Some(dir.join("ca.pem")));
+        let site = &config.distributions[0];
+        assert_eq!(site.tls_cert, Some(dir.join("a.pem")));
+        assert_eq!(site.tls_key, Some(dir.join("../a.key")));
+
+        // Flags keep the working directory, over the file's settings.
+        let flags = ConfigLayer {
+            tls_cert: Some(PathBuf::from("flag.pem")),
+            ..ConfigLayer::default()
+        };
+        let file = ConfigLayer::from_file_text(file, text.to_owned()).unwrap();
+        let config = flags.or(file).resolve().unwrap();
+        assert_eq!(config.tls_cert, Some(PathBuf::from("flag.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("/etc/edge.key")));
+
+        // The directory belongs to that file's parse only.
+        let config = ConfigLayer::from_toml("tls_cert = \"certs/edge.pem\"\n")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.tls_cert, Some(PathBuf::from("certs/edge.pem")));
+    }
+
+    #[test]
+    fn key_files_are_read_from_the_file_directory() {
+        let dir = std::env::temp_dir().join(format!("tower-cdn-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("keys/h1.secret"), [7u8; 32]).unwrap();
+        let text = "[key_groups.members]\n\
+                    keys = [{ id = \"H1\", hmac_secret_file = \"keys/h1.secret\" }]\n";
+        let loaded = ConfigLayer::from_file_text(&dir.join("edge.toml"), text.to_owned());
+        // From the working directory (the crate's), the same text finds no key file.
+        let elsewhere = ConfigLayer::from_toml(text).unwrap_err();
+        let missing = ConfigLayer::from_file_text(&dir.join("sub/edge.toml"), text.to_owned())
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(loaded.is_ok(), "{:?}", loaded.err());
+        assert!(elsewhere.contains("`keys/h1.secret`"), "{elsewhere}");
+        let expected = dir.join("sub/keys/h1.secret");
+        assert!(
+            missing.contains(&format!("`{}`", expected.display())),
+            "the error names the path read: {missing}"
+        );
     }
 
     #[test]

@@ -212,7 +212,9 @@ impl Server {
 
         let distributions = if config.distributions.is_empty() {
             vec![DistributionConfig::new(DEFAULT_ORIGIN).default_behavior(
-                Behavior::new().viewer_protocol_policy(site::viewer_policy(config.viewer_protocol)),
+                Behavior::new()
+                    .viewer_protocol_policy(site::viewer_policy(config.viewer_protocol))
+                    .allowed_methods(config.allowed_methods),
             )]
         } else {
             config.distributions.clone()

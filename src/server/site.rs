@@ -48,7 +48,9 @@ pub(crate) struct SiteToml {
 pub(crate) struct DistributionToml {
     pub(crate) name: Option<String>,
     pub(crate) hosts: Vec<Spanned<String>>,
+    #[serde(deserialize_with = "super::config::de_path")]
     pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "super::config::de_path")]
     pub(crate) tls_key: Option<PathBuf>,
     #[serde(deserialize_with = "super::config::de_size")]
     pub(crate) max_bytes: Option<u64>,
@@ -235,12 +237,40 @@ enum SetCookieName {
     Strip,
 }
 
+/// `allowed_methods`: CloudFront's three method sets, as the file and the command line
+/// name them.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum MethodsName {
+pub(crate) enum MethodsName {
+    /// GET and HEAD (the default).
     GetHead,
+    /// GET, HEAD and OPTIONS.
     GetHeadOptions,
+    /// GET, HEAD, OPTIONS, PUT, POST, PATCH and DELETE.
     All,
+}
+
+impl MethodsName {
+    /// Parses a name as the command line gives it.
+    pub(crate) fn parse(text: &str) -> Result<AllowedMethods, String> {
+        match text {
+            "get-head" => Ok(Self::GetHead.allowed()),
+            "get-head-options" => Ok(Self::GetHeadOptions.allowed()),
+            "all" => Ok(Self::All.allowed()),
+            _ => Err(format!(
+                "`{text}` is not a method set: get-head (GET, HEAD), get-head-options \
+                 (GET, HEAD, OPTIONS) or all (GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE)"
+            )),
+        }
+    }
+
+    pub(crate) fn allowed(self) -> AllowedMethods {
+        match self {
+            Self::GetHead => AllowedMethods::get_head(),
+            Self::GetHeadOptions => AllowedMethods::get_head_options(),
+            Self::All => AllowedMethods::all(),
+        }
+    }
 }
 
 /// The site as the server uses it.
@@ -276,21 +306,25 @@ fn at(span: Range<usize>, field: impl Into<String>, message: impl Into<String>) 
 }
 
 impl SiteSource {
-    /// Checks the references between sections and builds the site. `viewer_protocol` is
-    /// what behaviors that set none get.
-    pub(crate) fn build(self, viewer_protocol: ViewerProtocol) -> Result<Site, String> {
+    /// Checks the references between sections and builds the site. `viewer_protocol` and
+    /// `allowed_methods` are what behaviors that set none get.
+    pub(crate) fn build(
+        self,
+        viewer_protocol: ViewerProtocol,
+        allowed_methods: AllowedMethods,
+    ) -> Result<Site, String> {
         let Self { text, site, top } = self;
-        Self::build_inner(site, top, viewer_protocol).map_err(|err| {
+        let defaults = Defaults {
+            viewer_protocol,
+            allowed_methods,
+        };
+        Self::build_inner(site, top, defaults).map_err(|err| {
             let line = text[..err.span.start.min(text.len())].matches('\n').count() + 1;
             format!("line {line}, `{}`: {}", err.field, err.message)
         })
     }
 
-    fn build_inner(
-        site: SiteToml,
-        top: DistributionToml,
-        viewer_protocol: ViewerProtocol,
-    ) -> Result<Site, At> {
+    fn build_inner(site: SiteToml, top: DistributionToml, defaults: Defaults) -> Result<Site, At> {
         let SiteToml {
             origins,
             origin_groups,
@@ -322,7 +356,7 @@ impl SiteSource {
         let context = Context {
             names: &names,
             key_groups: &key_groups,
-            viewer_protocol,
+            defaults,
         };
         let mut built = Vec::new();
         if distributions.is_empty() {
@@ -475,10 +509,17 @@ impl Names {
     }
 }
 
+/// What behaviors that set none get: the top-level settings (or flags) of the same name.
+#[derive(Clone, Copy)]
+struct Defaults {
+    viewer_protocol: ViewerProtocol,
+    allowed_methods: AllowedMethods,
+}
+
 struct Context<'a> {
     names: &'a Names,
     key_groups: &'a BTreeMap<String, KeyGroupSetting>,
-    viewer_protocol: ViewerProtocol,
+    defaults: Defaults,
 }
 
 impl Context<'_> {
@@ -645,13 +686,10 @@ impl Context<'_> {
             policy = policy.max_ttl(ttl);
         }
         behavior = behavior.cache_policy(policy);
-        if let Some(methods) = toml.allowed_methods {
-            behavior = behavior.allowed_methods(match methods {
-                MethodsName::GetHead => AllowedMethods::get_head(),
-                MethodsName::GetHeadOptions => AllowedMethods::get_head_options(),
-                MethodsName::All => AllowedMethods::all(),
-            });
-        }
+        behavior = behavior.allowed_methods(
+            toml.allowed_methods
+                .map_or(self.defaults.allowed_methods, MethodsName::allowed),
+        );
         if let Some(compress) = toml.compress {
             behavior = behavior.compress(compress);
         }
@@ -662,7 +700,8 @@ impl Context<'_> {
             });
         }
         behavior = behavior.viewer_protocol_policy(viewer_policy(
-            toml.viewer_protocol.unwrap_or(self.viewer_protocol),
+            toml.viewer_protocol
+                .unwrap_or(self.defaults.viewer_protocol),
         ));
         if let Some(group) = &toml.trusted_key_group {
             let Some(keys) = self.key_groups.get(group.get_ref()) else {

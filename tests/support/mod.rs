@@ -14,7 +14,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
-use tower_cdn::{CdnLayer, ManualClock};
+use tower_cdn::{AllowedMethods, Behavior, CdnLayer, ManualClock};
 
 /// A response body for test origins: whole bytes, or chunks sent through a channel (an
 /// `Err` chunk makes the body fail there).
@@ -180,6 +180,18 @@ pub fn layer() -> (CdnLayer, ManualClock) {
         CdnLayer::builder().clock(clock.clone()).build().unwrap(),
         clock,
     )
+}
+
+/// A layer on a manual clock with RFC defaults whose default behavior serves `methods`
+/// rather than only GET and HEAD, for tests of what other methods do.
+pub fn layer_allowing(methods: AllowedMethods) -> (CdnLayer, ManualClock) {
+    let clock = ManualClock::new();
+    let layer = CdnLayer::builder()
+        .clock(clock.clone())
+        .default_behavior(Behavior::new().allowed_methods(methods))
+        .build()
+        .unwrap();
+    (layer, clock)
 }
 
 /// A complete response: status, headers and the whole body.
