@@ -199,6 +199,12 @@ pub(crate) enum Served {
     Refreshed,
     /// Stale, standing in for a failed origin (`stale-if-error`).
     OnError,
+    /// Stale, standing in for an origin that could not be reached (connection failure or
+    /// timeout) within the edge's window for that (RFC 9111 §4.2.4: a disconnected cache).
+    OnUnreachable,
+    /// Revalidated with a 304 whose validators select no stored response (RFC 9111
+    /// §4.3.4): served as the origin confirmed it for this request, not updated.
+    Confirmed,
     /// Found in the shared tier on a memory miss.
     #[cfg(feature = "redis")]
     SharedTier,
@@ -230,6 +236,16 @@ pub(crate) fn object_response<B>(
             "; fwd=stale; ttl=",
             "; detail=stale-if-error",
         ),
+        Served::OnUnreachable => (
+            CacheStatus::Hit,
+            "; fwd=stale; ttl=",
+            "; detail=stale-if-unreachable",
+        ),
+        Served::Confirmed => (
+            CacheStatus::RefreshHit,
+            "; fwd=stale; fwd-status=304; ttl=",
+            "; detail=not-updated",
+        ),
         #[cfg(feature = "redis")]
         Served::SharedTier => (CacheStatus::Hit, "; hit; ttl=", "; detail=shared-tier"),
     };
@@ -246,7 +262,7 @@ pub(crate) fn object_response<B>(
     metrics.served(outcome);
     if matches!(
         served,
-        Served::Stale | Served::WhileRevalidating | Served::OnError
+        Served::Stale | Served::WhileRevalidating | Served::OnError | Served::OnUnreachable
     ) {
         metrics.stale_served.fetch_add(1, Ordering::Relaxed);
     }

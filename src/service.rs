@@ -1,6 +1,7 @@
 //! [`CdnService`]: the request phases in order — method, key, lookup, reuse or fetch.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -261,8 +262,17 @@ where
             ));
         }
         let fwd = stale.as_ref().map_or(fwd, |(_, f)| *f);
+        if head && !cc.no_store {
+            // A HEAD miss cannot fill the cache, but its answer may update the stored GET
+            // response it went to the origin for (RFC 9111 §4.3.5).
+            let update = stale.map(|(obj, _)| {
+                let fetch = self.fetch(route_index, primary, key, None, fwd, &req, cc);
+                (fetch, obj)
+            });
+            return self.pass_updating(req, route_index, https, fwd, started, update);
+        }
         if head || cc.no_store {
-            // A HEAD miss cannot fill the cache; `no-store` forbids keeping the answer.
+            // `no-store` forbids keeping the answer.
             return self.pass(req, route_index, https, fwd, started);
         }
 
@@ -544,7 +554,14 @@ where
                 return serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
             }
             FlightState::StaleOnError(obj, _) => {
-                return serve_object(shared, key, &obj, viewer, Served::OnError).await;
+                // The leader's reason, told apart the way it was decided.
+                let now = shared.clock.now();
+                let served = if obj.usable_on_error(now, shared.stale_if_error) {
+                    Served::OnError
+                } else {
+                    Served::OnUnreachable
+                };
+                return serve_object(shared, key, &obj, viewer, served).await;
             }
             #[cfg(feature = "redis")]
             FlightState::Shared(obj, _) => {
@@ -596,8 +613,11 @@ where
             let res = serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
             with_personal(res, personal)
         }
-        Ok(Fetched::StaleOnError(obj)) => {
-            serve_object(shared, key, &obj, viewer, Served::OnError).await
+        Ok(Fetched::Unchanged(obj)) => {
+            serve_object(shared, key, &obj, viewer, Served::Confirmed).await
+        }
+        Ok(Fetched::StaleOnError(obj, served)) => {
+            serve_object(shared, key, &obj, viewer, served).await
         }
         #[cfg(feature = "redis")]
         Ok(Fetched::Shared(key, obj)) => {
@@ -650,6 +670,34 @@ impl<S> CdnService<S> {
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
     }
 
+    /// A trip to the origin for `key`, as the lookup left it.
+    #[allow(clippy::too_many_arguments)]
+    fn fetch<B>(
+        &self,
+        route_index: usize,
+        primary: CacheKey,
+        key: CacheKey,
+        stale: Option<Arc<Object>>,
+        fwd: Fwd,
+        req: &Request<B>,
+        request_cc: CacheControl,
+    ) -> Fetch {
+        Fetch {
+            shared: self.shared.clone(),
+            route: self.shared.routes[route_index].clone(),
+            primary,
+            key,
+            stale,
+            guard: None,
+            fwd,
+            request_cc,
+            method: req.method().clone(),
+            generation: self.shared.purge_generation.load(Ordering::SeqCst),
+            #[cfg(feature = "redis")]
+            shield: None,
+        }
+    }
+
     /// Sends the request to the origin without storing the answer; a successful unsafe method
     /// invalidates the URLs it names (RFC 9111 §4.4).
     fn pass<ReqB, ResB>(
@@ -659,6 +707,27 @@ impl<S> CdnService<S> {
         https: bool,
         fwd: Fwd,
         started: Instant,
+    ) -> ResponseFuture<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqB: Send + 'static,
+        ResB: Send + 'static,
+    {
+        self.pass_updating(req, route_index, https, fwd, started, None)
+    }
+
+    /// [`pass`](Self::pass), and for a HEAD sent for a stored GET response, `update` lets a
+    /// 200 answer update that response (RFC 9111 §4.3.5).
+    fn pass_updating<ReqB, ResB>(
+        &mut self,
+        req: Request<ReqB>,
+        route_index: usize,
+        https: bool,
+        fwd: Fwd,
+        started: Instant,
+        update: Option<(Fetch, Arc<Object>)>,
     ) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -695,6 +764,7 @@ impl<S> CdnService<S> {
                 None => None,
             };
             let started = Instant::now();
+            let request_time = shared.clock.now();
             let origin = call_origin(inner, Request::from_parts(parts, body));
             let res = match tokio::time::timeout(shared.origin_timeout, origin).await {
                 Ok(Ok(res)) => {
@@ -716,6 +786,10 @@ impl<S> CdnService<S> {
                 }
             };
             let res = origin_response(&route, res);
+            if let Some((fetch, stored)) = update.filter(|_| res.status() == StatusCode::OK) {
+                let times = (request_time, shared.clock.now());
+                fetch.update_from_head(&stored, res.headers(), times, &exchange.headers);
+            }
             if let Some(target) = target {
                 let status = res.status();
                 if status.is_success() || status.is_redirection() {
