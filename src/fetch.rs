@@ -19,13 +19,16 @@ use tower_service::Service;
 
 use crate::behavior::Route;
 use crate::collapse::{Audience, FlightGuard, FlightState};
-use crate::encoding::{is_compressible, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
+use crate::encoding::{
+    self, is_compressible, Encoding::Br, Encoding::Gzip, Encoding::Identity, Encoding::Zstd,
+    StreamEncoder, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE,
+};
 use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
 use crate::fill::{End, Fill, FillReader};
 use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::purge::{tags_fit, tags_of};
-use crate::respond::{EdgeFailure, Fwd, Served};
+use crate::respond::{fill_reader, EdgeFailure, Fwd, Served};
 use crate::rfc::cache_control::CacheControl;
 use crate::rfc::conditional::{self, connection_overflows};
 use crate::rfc::freshness::{corrected_initial_age, storable, stored_lifetime, stores_set_cookie};
@@ -101,6 +104,8 @@ pub(crate) struct Plan {
     /// The `Vary` lines as the origin sent them, when `Accept-Encoding` was added to them
     /// before the body's size was known: put back if the body turns out not compressible.
     origin_vary: Option<Vec<HeaderValue>>,
+    /// The body's length, when known before it arrives.
+    length: Option<u64>,
 }
 
 /// `CDN-Cache-Control` (RFC 9213), else `Surrogate-Control`: when present with a valid
@@ -382,14 +387,38 @@ impl Fetch {
         let (head, body) = res.into_parts();
         let origin = head.extensions.get::<crate::OriginUsed>().cloned();
         let audience = plan.audience.clone();
-        let fill = Fill::new(
+        // A viewer that accepts a coding gets the body compressed as it arrives (CloudFront
+        // compresses on the miss); the coding is then stored with the object. Only for the
+        // coding the viewer whose request this is prefers: others are made on first request.
+        let size_hint = plan.length.and_then(|len| usize::try_from(len).ok());
+        let mut encoder = (plan.compressible && plan.coding == Coding::Identity)
+            .then(|| encoding::choose(&request_headers, &[Br, Zstd, Gzip, Identity]))
+            .flatten()
+            .and_then(|enc| Some((enc, StreamEncoder::new(enc, size_hint)?)));
+        let coded = encoder.as_ref().map(|(enc, _)| {
+            let mut headers = variant_headers(&plan.headers, *enc, 0);
+            headers.remove(CONTENT_LENGTH);
+            let (origin, audience) = (origin.clone(), audience.clone());
+            Fill::new(head.status, headers, plan.initial_age, origin, audience)
+        });
+        let fill = Fill::with_coded(
             head.status,
             plan.headers.clone(),
             plan.initial_age,
             origin,
             audience,
+            coded.clone(),
         );
-        let reader = fill.reader().expect("a new fill has no released chunks");
+        // Both fills end alike: a failed body fails every reader of either.
+        let finish = |end: End| {
+            fill.finish(end);
+            if let Some(coded) = &coded {
+                coded.finish(end);
+            }
+        };
+        let reader = fill_reader(&fill, &request_headers)
+            .or_else(|| fill.reader())
+            .expect("a new fill has no released chunks");
         if let Some(guard) = &self.guard {
             guard.publish(FlightState::Streaming(fill.clone()));
         }
@@ -407,7 +436,7 @@ impl Fetch {
                 Ok(None) => break,
                 Ok(Some(Err(_))) | Err(_) => {
                     tracing::warn!(path = %path, "origin body failed before its end");
-                    fill.finish(End::Failed);
+                    finish(End::Failed);
                     return;
                 }
             };
@@ -415,20 +444,54 @@ impl Fetch {
                 continue;
             };
             received += data.len() as u64;
+            if let (Some((_, stream)), Some(coded)) = (&mut encoder, &coded) {
+                // Pieces are small (a frame each): compressing one holds this task briefly.
+                match stream.write(&data) {
+                    Ok(out) => coded.push(out),
+                    Err(_) => {
+                        coded.finish(End::Failed);
+                        encoder = None;
+                    }
+                }
+            }
             fill.push(data);
             if keeping && fill.buffered() as u64 > self.shared.max_object_size {
                 keeping = false;
                 fill.stop_keeping();
+                if let Some(coded) = &coded {
+                    coded.stop_keeping();
+                }
                 self.guard = None;
                 let until = response_time + self.shared.hit_for_pass;
                 self.shared.store.insert(self.key, Slot::Pass { until });
             }
-            if !keeping && fill.wait_for_readers(PASS_BUFFER).await == 0 {
-                fill.finish(End::Failed);
-                return;
+            if !keeping {
+                let mut readers = fill.wait_for_readers(PASS_BUFFER).await;
+                if let Some(coded) = &coded {
+                    readers += coded.wait_for_readers(PASS_BUFFER).await;
+                }
+                if readers == 0 {
+                    finish(End::Failed);
+                    return;
+                }
             }
         }
         self.shared.metrics.add_origin_bytes(received);
+        let mut made = None;
+        if let (Some((enc, stream)), Some(coded)) = (encoder, &coded) {
+            match stream.finish() {
+                Ok(tail) => {
+                    coded.push(tail);
+                    made = Some(enc);
+                    let metrics = &self.shared.metrics;
+                    metrics.compressions.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .compressed_bytes_in
+                        .fetch_add(received, Ordering::Relaxed);
+                }
+                Err(_) => coded.finish(End::Failed),
+            }
+        }
         // Stored before the readers see the end, so a viewer that has read the whole body
         // and asks again finds the object.
         if let Some(body) = keeping.then(|| fill.kept_body()).flatten() {
@@ -449,10 +512,28 @@ impl Fetch {
                     headers.append(VARY, line);
                 }
             }
+            let mut weight = weigh(&headers, &body, host.len() + path.len());
+            // The coding made while filling is kept with the object: both are stored.
+            let mut variants = Vec::new();
+            let coded_body = made
+                .filter(|_| compressible)
+                .zip(coded.as_ref().and_then(|c| c.kept_body()));
+            if let Some((enc, coded_body)) = coded_body {
+                let variant = Variant {
+                    encoding: enc,
+                    headers: variant_headers(&headers, enc, coded_body.len()),
+                    body: coded_body,
+                };
+                let variant_weight = weigh(&variant.headers, &variant.body, 0);
+                if weight + variant_weight <= self.shared.store.max_object() {
+                    weight += variant_weight;
+                    variants.push(variant);
+                }
+            }
             let obj = Object {
                 status: head.status,
                 tags: tags_of(&headers),
-                weight: weigh(&headers, &body, host.len() + path.len()),
+                weight,
                 headers,
                 body,
                 response_time,
@@ -463,11 +544,11 @@ impl Fetch {
                 path,
                 coding: plan.coding,
                 compressible,
-                variants: Vec::new(),
+                variants,
             };
             self.commit(Arc::new(obj), &plan.vary, &request_headers);
         }
-        fill.finish(End::Complete);
+        finish(End::Complete);
     }
 
     fn publish(&self, state: FlightState) {
@@ -617,6 +698,7 @@ impl Fetch {
             coding,
             compressible,
             origin_vary,
+            length,
         })
     }
 

@@ -62,6 +62,8 @@ pub(crate) struct Fill {
     pub(crate) origin: Option<crate::OriginUsed>,
     /// The requests that may read this fill besides the one that started it.
     pub(crate) audience: Audience,
+    /// The same body compressed as it arrives, for viewers that prefer its coding.
+    pub(crate) coded: Option<Arc<Fill>>,
     state: Mutex<State>,
     consumed: Notify,
     settled: Notify,
@@ -75,12 +77,25 @@ impl Fill {
         origin: Option<crate::OriginUsed>,
         audience: Audience,
     ) -> Arc<Fill> {
+        Self::with_coded(status, headers, initial_age, origin, audience, None)
+    }
+
+    /// A fill with a compressed twin, `coded`, that the filling task feeds alongside.
+    pub(crate) fn with_coded(
+        status: StatusCode,
+        headers: HeaderMap,
+        initial_age: u64,
+        origin: Option<crate::OriginUsed>,
+        audience: Audience,
+        coded: Option<Arc<Fill>>,
+    ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
             headers,
             initial_age,
             origin,
             audience,
+            coded,
             state: Mutex::new(State {
                 keep_all: true,
                 ..State::default()

@@ -371,7 +371,8 @@ impl CdnLayerBuilder {
     }
 
     /// Whether stored objects are compressed for viewers that accept it (br, zstd, gzip;
-    /// default on): each coding is made once per object, on first request, and kept with it.
+    /// default on): a miss is compressed as it streams in the coding its viewer prefers, any
+    /// other coding is made on its first request; each is made once and kept with the object.
     /// Only compressible media types of 1,000 to 10,000,000 bytes with status 200, 403 or
     /// 404 are compressed, never `no-transform` responses.
     pub fn compress(mut self, on: bool) -> Self {

@@ -316,11 +316,31 @@ pub(crate) async fn serve_object<B>(
 }
 
 /// Whether the viewer can read the body a fill streams.
-pub(crate) fn fill_readable(fill: &Fill, request: &HeaderMap) -> bool {
+fn fill_readable(fill: &Fill, request: &HeaderMap) -> bool {
     match Coding::of(&fill.headers) {
         Coding::Encoded(e) => encoding::choose(request, &[e]).is_some(),
         _ => true,
     }
+}
+
+/// A reader of a fill for a viewer: of its compressed twin when the viewer prefers that
+/// coding to identity and asks for no range (a range is cut from the whole identity body),
+/// else of the fill itself when the viewer can read it. `None` when neither can be read
+/// from its first byte any more, or the viewer cannot read the fill's coding.
+pub(crate) fn fill_reader(fill: &Arc<Fill>, request: &HeaderMap) -> Option<FillReader> {
+    let coded = fill.coded.as_ref().filter(|coded| {
+        let Coding::Encoded(enc) = Coding::of(&coded.headers) else {
+            return false;
+        };
+        !request.contains_key(RANGE)
+            && encoding::choose(request, &[enc, encoding::Encoding::Identity]) == Some(enc)
+    });
+    if let Some(reader) = coded.and_then(Fill::reader) {
+        return Some(reader);
+    }
+    fill_readable(fill, request)
+        .then(|| fill.reader())
+        .flatten()
 }
 
 /// Answers from a fill. A range request waits for the whole body so it can be sliced; if the

@@ -24,7 +24,7 @@ use crate::future::ResponseFuture;
 use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
-    edge_error, fill_readable, fill_response, finish, generated, object_response, pass_response,
+    edge_error, fill_reader, fill_response, finish, generated, object_response, pass_response,
     serve_object, with_personal, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
@@ -545,8 +545,8 @@ where
             }
         }
         match state {
-            FlightState::Streaming(fill) if fill_readable(&fill, viewer.headers) => {
-                if let Some(reader) = fill.reader() {
+            FlightState::Streaming(fill) => {
+                if let Some(reader) = fill_reader(&fill, viewer.headers) {
                     return fill_response(shared, reader, viewer, fwd, true).await;
                 }
             }
@@ -568,7 +568,7 @@ where
                 return serve_object(shared, key, &obj, viewer, Served::SharedTier).await;
             }
             FlightState::Failed(status) => return edge_error(shared, status),
-            FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_) => {}
+            FlightState::Pending | FlightState::Abandoned => {}
         }
         break None;
     };

@@ -604,3 +604,109 @@ async fn an_interim_response_from_the_inner_service_is_never_stored() {
         assert_eq!(seen.calls(), 2, "{status}");
     }
 }
+
+// ---- Item 9: the first viewer of a compressible miss gets it compressed -----------------
+
+fn page(len: usize) -> String {
+    "tower-cdn compresses while it fills, and keeps the coding. ".repeat(len / 59 + 1)[..len]
+        .to_owned()
+}
+
+fn unbrotli(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut brotli::Decompressor::new(body, 4096), &mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn the_first_viewer_of_a_compressible_miss_gets_it_compressed_and_the_coding_is_kept() {
+    // RFC 9110 §12.5.3: the viewer's preferred coding, on the miss as on hits; §8.8.3: the
+    // coded representation's ETag is weak; §12.5.5: Vary names Accept-Encoding.
+    let body = page(20_000);
+    let b = body.clone();
+    let (origin, seen) = origin(move |_| {
+        response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("content-type", "text/html; charset=utf-8"),
+                ("etag", "\"abc\""),
+            ],
+            b.clone(),
+        )
+    });
+    let layer = CdnLayer::new();
+    let svc = layer.clone().layer(origin);
+    let first = send(&svc, get("/p", &[("accept-encoding", "gzip, br")])).await;
+    assert_eq!(first.x_cache(), "Miss from tower-cdn");
+    assert_eq!(first.header("content-encoding"), "br");
+    assert_eq!(first.header("etag"), "W/\"abc\"");
+    assert_eq!(first.header("vary"), "Accept-Encoding");
+    assert!(first.body.len() < body.len() / 4);
+    assert_eq!(unbrotli(&first.body), body.as_bytes());
+    let made = layer.metrics().compressions;
+    // The second viewer gets the stored coding: no compression on the hit.
+    let second = send(&svc, get("/p", &[("accept-encoding", "br")])).await;
+    assert_eq!(second.x_cache(), "Hit from tower-cdn");
+    assert_eq!(second.header("content-encoding"), "br");
+    assert_eq!(
+        second.header("content-length"),
+        second.body.len().to_string()
+    );
+    assert_eq!(unbrotli(&second.body), body.as_bytes());
+    assert_eq!(layer.metrics().compressions, made);
+    let plain = send(&svc, get("/p", &[])).await;
+    assert!(!plain.headers.contains_key("content-encoding"));
+    assert_eq!(
+        (plain.x_cache(), plain.body.as_ref()),
+        ("Hit from tower-cdn", body.as_bytes())
+    );
+    assert_eq!(seen.calls(), 1);
+}
+
+#[tokio::test]
+async fn the_compressed_miss_streams_as_the_origin_body_arrives() {
+    // The coded body reaches the viewer piece by piece: the first piece is readable while
+    // the origin has not finished, so the edge never waits for the whole body.
+    use http_body_util::BodyExt;
+    let body = page(40_000);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let (origin, _) = origin(move |_| {
+        let rx = rx.lock().unwrap().take().expect("one origin request");
+        response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("content-type", "text/plain"),
+            ],
+            TestBody::Channel(rx),
+        )
+    });
+    let svc = CdnLayer::new().layer(origin);
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        tower::ServiceExt::oneshot(svc, get("/s", &[("accept-encoding", "br")])),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "br");
+    let mut coded = res.into_body();
+    let (head, tail) = body.as_bytes().split_at(20_000);
+    tx.send(Ok(bytes::Bytes::copy_from_slice(head)))
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    let first = tokio::time::timeout(wait, coded.frame()).await.unwrap();
+    let mut received = first.unwrap().unwrap().into_data().unwrap().to_vec();
+    assert!(!received.is_empty());
+    tx.send(Ok(bytes::Bytes::copy_from_slice(tail)))
+        .await
+        .unwrap();
+    drop(tx);
+    let rest = tokio::time::timeout(wait, coded.collect())
+        .await
+        .unwrap()
+        .unwrap();
+    received.extend_from_slice(&rest.to_bytes());
+    assert_eq!(unbrotli(&received), body.as_bytes());
+}
