@@ -268,3 +268,60 @@ async fn a_stale_object_is_served_when_the_origin_closes_the_connection() {
     })
     .await;
 }
+
+/// An edge started from a configuration file, as `tower-cdn --config FILE` would run.
+async fn start_edge_from_file(text: &str) -> Edge {
+    use clap::Parser;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tower-cdn-rfc-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, text).unwrap();
+    let args = [
+        "tower-cdn",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let config = tower_cdn::server::Cli::try_parse_from(args)
+        .unwrap()
+        .into_config()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    Edge { addr, _stop: stop }
+}
+
+#[tokio::test]
+async fn errors_without_freshness_are_kept_only_where_the_file_says_so() {
+    // RFC 9111 §3: a 503 without freshness is not stored under the default policy; a
+    // behavior's error_caching_min_ttl keeps it (CloudFront's error caching minimum TTL).
+    within(async {
+        for (setting, calls) in [("", 2), ("error_caching_min_ttl = \"10s\"\n", 1)] {
+            let origin = Origin::start(|_, _| answer("503 Service Unavailable", &[], "busy")).await;
+            let edge = start_edge_from_file(&format!(
+                "[origins.o]\nurl = \"http://{}\"\n\n[default_behavior]\norigin = \"o\"\n{setting}",
+                origin.addr
+            ))
+            .await;
+            for _ in 0..2 {
+                assert_eq!(
+                    get(&edge, "/busy").await.status(),
+                    StatusCode::SERVICE_UNAVAILABLE
+                );
+            }
+            assert_eq!(origin.calls(), calls, "{setting:?}");
+        }
+    })
+    .await;
+}
