@@ -457,6 +457,75 @@ mod tests {
     }
 
     #[test]
+    fn any_final_status_may_be_stored_for_explicit_freshness() {
+        // RFC 9111 §3: the status must be final; understood only for 206, 304 and
+        // must-understand.
+        let explicit = [("cache-control", "max-age=60")];
+        for status in [200, 299, 302, 418, 499, 599] {
+            assert_eq!(store(&[], status, &explicit), Ok(()), "{status}");
+        }
+        for status in [100, 101, 103, 206, 304] {
+            assert_eq!(
+                store(&[], status, &explicit),
+                Err(NoStoreReason::Status),
+                "{status}"
+            );
+        }
+        let heuristic = [("last-modified", DATE_0), ("date", DATE_100)];
+        assert_eq!(store(&[], 299, &heuristic), Err(NoStoreReason::NoFreshness));
+    }
+
+    #[test]
+    fn unknown_statuses_get_no_heuristic_even_when_public() {
+        // §4.2.2 via §3: heuristics are for heuristically cacheable statuses (or `public`
+        // with a status the cache understands).
+        let p = [
+            ("cache-control", "public"),
+            ("date", "Sun, 06 Nov 1994 09:06:17 GMT"),
+            ("last-modified", DATE_0),
+        ];
+        assert_eq!(lifetime(200, &p, &RFC), Some(100));
+        assert_eq!(lifetime(302, &p, &RFC), Some(100));
+        assert_eq!(lifetime(299, &p, &RFC), None);
+        assert_eq!(lifetime(599, &p, &RFC), None);
+    }
+
+    fn stored(status: u16, pairs: &[(&str, &str)], error_ttl: Option<u64>) -> Option<u64> {
+        let h = headers(pairs);
+        let status = StatusCode::from_u16(status).unwrap();
+        stored_lifetime(status, &CacheControl::parse(&h), &h, &RFC, error_ttl)
+    }
+
+    #[test]
+    fn errors_without_freshness_get_the_error_ttl_else_a_heuristic_never_the_default() {
+        let lm = [
+            ("date", "Sun, 06 Nov 1994 09:06:17 GMT"),
+            ("last-modified", DATE_0),
+        ];
+        // RFC 9110 §15.1: 404, 405, 410, 414, 501 are heuristically cacheable.
+        for status in [404, 405, 410, 414, 501] {
+            assert_eq!(stored(status, &lm, None), Some(100), "{status}");
+            assert_eq!(stored(status, &lm, Some(10)), Some(10), "{status}");
+        }
+        assert_eq!(stored(503, &lm, None), None);
+        assert_eq!(stored(503, &[], Some(10)), Some(10));
+        assert_eq!(stored(404, &[], None), None);
+        let with_default = TtlRules {
+            default: 3_600,
+            ..RFC
+        };
+        let h = HeaderMap::new();
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let cc = CacheControl::default();
+        assert_eq!(stored_lifetime(status, &cc, &h, &with_default, None), None);
+        // Explicit freshness wins over the error TTL.
+        assert_eq!(
+            stored(503, &[("cache-control", "max-age=5")], Some(10)),
+            Some(5)
+        );
+    }
+
+    #[test]
     fn status_without_freshness_or_heuristic_is_not_stored() {
         assert_eq!(store(&[], 302, &[]), Err(NoStoreReason::NoFreshness));
         assert_eq!(store(&[], 302, &[("cache-control", "max-age=5")]), Ok(()));
