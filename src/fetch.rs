@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VARY,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -721,6 +721,12 @@ impl Fetch {
         let same_body = length.is_none_or(|len| len == Some(stored.body.len() as u64))
             && head.get(CONTENT_ENCODING) == stored.headers.get(CONTENT_ENCODING);
         if !same_body || !conditional::not_modified_selects(&stored.headers, head) {
+            return false;
+        }
+        // §3.5: an answer to a request with credentials is shared only when it says so.
+        let (cc, _) = edge_cache_control(head);
+        let shared = cc.public || cc.must_revalidate || cc.s_maxage.is_some();
+        if request_headers.contains_key(AUTHORIZATION) && !shared {
             return false;
         }
         self.refresh(stored, head, request_time, response_time, request_headers);

@@ -576,6 +576,40 @@ fn tower_cdn_request(method: &str) -> Request<()> {
     request(method, "/h", &[])
 }
 
+#[tokio::test]
+async fn a_head_with_credentials_updates_nothing_the_answer_does_not_share() {
+    // RFC 9111 §3.5: an answer to a request with Authorization is shared only when it says
+    // so (public, s-maxage, must-revalidate); §4.3.5 updates only what may be stored.
+    let clock = ManualClock::new();
+    let (svc, seen) = scripted(&clock, |_, req| {
+        if req.method() == http::Method::HEAD {
+            response(
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("etag", "\"v1\""),
+                    ("x-user", "alice"),
+                ],
+                "",
+            )
+        } else {
+            response(
+                &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
+                "body",
+            )
+        }
+    });
+    send(&svc, get("/h", &[])).await;
+    clock.advance(Duration::from_secs(11));
+    send(
+        &svc,
+        request("HEAD", "/h", &[("authorization", "Bearer alice")]),
+    )
+    .await;
+    let next = send(&svc, get("/h", &[])).await;
+    assert!(!next.headers.contains_key("x-user"));
+    assert_eq!(seen.calls(), 3, "still stale: revalidated");
+}
+
 // ---- Item 8: RFC 9110 §15.2, interim responses ------------------------------------------
 
 #[tokio::test]
