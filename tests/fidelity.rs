@@ -744,3 +744,64 @@ async fn the_compressed_miss_streams_as_the_origin_body_arrives() {
     received.extend_from_slice(&rest.to_bytes());
     assert_eq!(unbrotli(&received), body.as_bytes());
 }
+
+#[tokio::test]
+async fn followers_of_a_compressed_miss_read_the_coding_they_prefer() {
+    // A follower that prefers the coding being made reads the same compressed stream; one
+    // that prefers identity (or a coding not being made) reads the identity stream.
+    use http_body_util::BodyExt;
+    let body = page(30_000);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let (origin, seen) = origin(move |_| {
+        let rx = rx.lock().unwrap().take().expect("one origin request");
+        response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("content-type", "text/css"),
+            ],
+            TestBody::Channel(rx),
+        )
+    });
+    let svc = CdnLayer::new().layer(origin);
+    let wait = Duration::from_secs(10);
+    let call = |accept: &'static str| {
+        let svc = svc.clone();
+        async move {
+            let req = get("/f", &[("accept-encoding", accept)]);
+            tokio::time::timeout(wait, tower::ServiceExt::oneshot(svc, req))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let leader = call("br").await;
+    let follower_br = call("br, gzip").await;
+    let follower_plain = call("identity").await;
+    let follower_gzip = call("gzip").await;
+    for res in [&follower_br, &follower_plain, &follower_gzip] {
+        let status = res.headers()["cache-status"].to_str().unwrap();
+        assert!(status.contains("collapsed"), "{status}");
+    }
+    tx.send(Ok(bytes::Bytes::from(body.clone()))).await.unwrap();
+    drop(tx);
+    let mut read = Vec::new();
+    for res in [leader, follower_br, follower_plain, follower_gzip] {
+        let coding = res.headers().get("content-encoding").cloned();
+        let data = tokio::time::timeout(wait, res.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        read.push((coding, data));
+    }
+    for (coding, data) in &read[..2] {
+        assert_eq!(coding.as_ref().unwrap(), "br");
+        assert_eq!(unbrotli(data), body.as_bytes());
+    }
+    for (coding, data) in &read[2..] {
+        assert!(coding.is_none(), "identity stream");
+        assert_eq!(data, body.as_bytes());
+    }
+    assert_eq!(seen.calls(), 1);
+}
