@@ -346,7 +346,8 @@ impl CdnLayerBuilder {
     /// [`CachePolicy::error_caching_min_ttl`] applies, which is off under
     /// [`CachePolicy::rfc`] (the default policy) and 10 s under
     /// [`CachePolicy::caching_optimized`]. `Duration::ZERO` turns it off everywhere. Other
-    /// errors are cached only when the origin gives them a freshness lifetime.
+    /// errors are cached only for their own freshness lifetime, or for a heuristic where
+    /// RFC 9111 allows one (405, 410 with a `Last-Modified`).
     pub fn error_caching_min_ttl(mut self, ttl: Duration) -> Self {
         self.error_caching_min_ttl = Some(ttl);
         self
