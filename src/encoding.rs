@@ -346,8 +346,8 @@ enum Stream {
 }
 
 impl StreamEncoder {
-    /// A compressor for `enc` at the same settings as [`compress`], its window sized for
-    /// `size_hint` bytes when the body's size is known; `None` for identity.
+    /// A compressor for `enc` at the same settings as [`compress`], Brotli's window sized
+    /// for `size_hint` bytes when the body's size is known; `None` for identity.
     pub(crate) fn new(enc: Encoding, size_hint: Option<usize>) -> Option<Self> {
         let stream = match enc {
             Encoding::Identity => return None,
@@ -368,12 +368,10 @@ impl StreamEncoder {
                     &params,
                 )))
             }
+            // No pledged size: a body that turned out longer or shorter than announced
+            // would fail the whole coded stream.
             Encoding::Zstd => {
-                let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).ok()?;
-                if let Some(len) = size_hint {
-                    encoder.set_pledged_src_size(Some(len as u64)).ok()?;
-                }
-                Stream::Zstd(encoder)
+                Stream::Zstd(zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).ok()?)
             }
         };
         Some(Self(stream))
