@@ -619,6 +619,9 @@ mod tests {
         assert!(!c.private && !c.no_store);
         assert_eq!(c.private_fields, vec!["set-cookie", "x-a"]);
         assert!(targeted(&["private"]).unwrap().private);
+        // RFC 9213 §2.2: a valid, non-empty field is used even when it names nothing the
+        // cache implements: Cache-Control is then ignored.
+        assert_eq!(targeted(&["ext=1"]), Some(CacheControl::default()));
         assert_eq!(
             targeted(&["max-age=99999999999"]).unwrap().max_age,
             Some(DELTA_SECONDS_MAX)
