@@ -15,6 +15,13 @@ use crate::rfc::freshness::TtlRules;
 /// `no-store` and `private` responses are never stored, whatever `min_ttl` says: a shared
 /// cache must not keep them (RFC 9111 §5.2.2.5, §5.2.2.7).
 ///
+/// Errors without freshness information (no `s-maxage`, `max-age` or `Expires`) never get
+/// the default TTL. Under [`rfc`](Self::rfc) they are stored only where RFC 9111 allows a
+/// heuristic (404, 405, 410, 414, 501 with a `Last-Modified`); with an
+/// [`error_caching_min_ttl`](Self::error_caching_min_ttl), as in
+/// [`caching_optimized`](Self::caching_optimized), 404, 414, 500, 501, 502, 503 and 504 are
+/// kept that long, CloudFront's error caching minimum TTL.
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_cdn::CachePolicy;
@@ -30,6 +37,7 @@ pub struct CachePolicy {
     enabled: bool,
     heuristic_fraction: f64,
     heuristic_max: Duration,
+    error_caching_min_ttl: Duration,
 }
 
 impl Default for CachePolicy {
@@ -40,7 +48,8 @@ impl Default for CachePolicy {
 
 impl CachePolicy {
     /// RFC 9111 behaviour: min 0, default 0, max one year; heuristic freshness is 10% of the
-    /// time since `Last-Modified`, at most one day.
+    /// time since `Last-Modified`, at most one day; no error caching TTL, so an error without
+    /// freshness information is stored only for a heuristic RFC 9111 allows.
     pub fn rfc() -> Self {
         Self {
             min_ttl: Duration::ZERO,
@@ -49,14 +58,17 @@ impl CachePolicy {
             enabled: true,
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(86_400),
+            error_caching_min_ttl: Duration::ZERO,
         }
     }
 
-    /// CloudFront's `Managed-CachingOptimized`: min 1 s, default 1 day, max 1 year.
+    /// CloudFront's `Managed-CachingOptimized`: min 1 s, default 1 day, max 1 year, and
+    /// CloudFront's error caching minimum TTL of 10 s.
     pub fn caching_optimized() -> Self {
         Self {
             min_ttl: Duration::from_secs(1),
             default_ttl: Duration::from_secs(86_400),
+            error_caching_min_ttl: Duration::from_secs(10),
             ..Self::rfc()
         }
     }
@@ -98,6 +110,23 @@ impl CachePolicy {
         self
     }
 
+    /// How long 404, 414, 500, 501, 502, 503 and 504 responses without freshness
+    /// information are stored (CloudFront's error caching minimum TTL). `Duration::ZERO`, the
+    /// [`rfc`](Self::rfc) default, stores them only for a heuristic RFC 9111 allows: one
+    /// overload or one bad response is then not replayed to every viewer.
+    /// [`CdnLayerBuilder::error_caching_min_ttl`](crate::CdnLayerBuilder::error_caching_min_ttl)
+    /// overrides it for every behavior, and
+    /// [`CdnLayerBuilder::error_ttl`](crate::CdnLayerBuilder::error_ttl) for one status.
+    pub fn error_caching_min_ttl(mut self, ttl: Duration) -> Self {
+        self.error_caching_min_ttl = ttl;
+        self
+    }
+
+    /// The configured error caching minimum TTL.
+    pub fn error_caching_min_ttl_value(&self) -> Duration {
+        self.error_caching_min_ttl
+    }
+
     /// The configured default TTL.
     pub fn default_ttl_value(&self) -> Duration {
         self.default_ttl.min(self.max_ttl)
@@ -128,13 +157,18 @@ impl CachePolicy {
         Ok(())
     }
 
-    pub(crate) fn rules(&self) -> TtlRules {
+    /// The rules for a behavior; `error_override` is the layer's error caching minimum TTL,
+    /// which, when set, replaces the policy's.
+    pub(crate) fn rules(&self, error_override: Option<Duration>) -> TtlRules {
         TtlRules {
             min: self.min_ttl.as_secs(),
             default: self.default_ttl_value().as_secs(),
             max: self.max_ttl.as_secs(),
             heuristic_fraction: self.heuristic_fraction,
             heuristic_max: self.heuristic_max.as_secs(),
+            error_min: error_override
+                .unwrap_or(self.error_caching_min_ttl)
+                .as_secs(),
         }
     }
 }
@@ -157,6 +191,17 @@ mod tests {
         CachePolicy::caching_optimized().validate().unwrap();
         CachePolicy::caching_disabled().validate().unwrap();
         assert!(!CachePolicy::caching_disabled().is_enabled());
+    }
+
+    #[test]
+    fn only_the_cloudfront_preset_caches_errors_without_freshness() {
+        assert_eq!(CachePolicy::rfc().rules(None).error_min, 0);
+        assert_eq!(CachePolicy::default().rules(None).error_min, 0);
+        assert_eq!(CachePolicy::caching_optimized().rules(None).error_min, 10);
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(CachePolicy::rfc().rules(ten).error_min, 10);
+        let off = Some(Duration::ZERO);
+        assert_eq!(CachePolicy::caching_optimized().rules(off).error_min, 0);
     }
 
     #[test]

@@ -128,6 +128,13 @@ impl Object {
         !self.rules.no_stale && window > 0 && self.staleness(now) <= window
     }
 
+    /// Whether it may stand in for an origin the edge could not reach (a connection failure
+    /// or a timeout: RFC 9111 §4.2.4 lets a disconnected cache serve stale), up to `window`
+    /// seconds past its freshness; never when the response forbids serving it stale.
+    pub(crate) fn usable_when_unreachable(&self, now: SystemTime, window: u64) -> bool {
+        !self.rules.no_stale && window > 0 && self.staleness(now) <= window
+    }
+
     /// The codings this object can be served in.
     fn available(&self) -> &'static [Encoding] {
         use Encoding::{Br, Gzip, Identity, Zstd};

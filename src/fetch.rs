@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, RANGE, VARY,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -19,18 +19,19 @@ use tower_service::Service;
 
 use crate::behavior::Route;
 use crate::collapse::{Audience, FlightGuard, FlightState};
-use crate::encoding::{is_compressible, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
+use crate::encoding::{
+    self, is_compressible, Encoding::Br, Encoding::Gzip, Encoding::Identity, Encoding::Zstd,
+    StreamEncoder, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE,
+};
 use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
 use crate::fill::{End, Fill, FillReader};
 use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::purge::{tags_fit, tags_of};
-use crate::respond::Fwd;
+use crate::respond::{fill_reader, EdgeFailure, Fwd, Served};
 use crate::rfc::cache_control::CacheControl;
 use crate::rfc::conditional::{self, connection_overflows};
-use crate::rfc::freshness::{
-    corrected_initial_age, explicit_freshness, freshness_lifetime, storable, stores_set_cookie,
-};
+use crate::rfc::freshness::{corrected_initial_age, storable, stored_lifetime, stores_set_cookie};
 use crate::rfc::headers::{comma_list, remove_hop_by_hop, Vary};
 use crate::rfc::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 use crate::status::NoStoreReason;
@@ -47,8 +48,11 @@ pub(crate) enum Fetched<B> {
     Stream(FillReader, Fwd, HeaderMap),
     /// Refreshed by a 304.
     Done(Arc<Object>, HeaderMap),
-    /// The origin failed and the stale object stands in.
-    StaleOnError(Arc<Object>),
+    /// Confirmed by a 304 that could not update it (RFC 9111 §4.3.4): served as stored.
+    Unchanged(Arc<Object>),
+    /// The origin failed, or could not be reached, and the stale object stands in: served
+    /// as this says.
+    StaleOnError(Arc<Object>, Served),
     /// Found in the shared tier, stored in memory under this key.
     #[cfg(feature = "redis")]
     Shared(CacheKey, Arc<Object>),
@@ -97,6 +101,11 @@ pub(crate) struct Plan {
     rules: ReuseRules,
     coding: Coding,
     compressible: bool,
+    /// The `Vary` lines as the origin sent them, when `Accept-Encoding` was added to them
+    /// before the body's size was known: put back if the body turns out not compressible.
+    origin_vary: Option<Vec<HeaderValue>>,
+    /// The body's length, when known before it arrives.
+    length: Option<u64>,
 }
 
 /// `CDN-Cache-Control` (RFC 9213), else `Surrogate-Control`: when present with a valid
@@ -104,14 +113,18 @@ pub(crate) struct Plan {
 /// §2.2); both are kept from viewers. Returns the directives, and, when a targeted field
 /// is used, the fields to read freshness from (without `Expires`).
 pub(crate) fn edge_cache_control(headers: &HeaderMap) -> (CacheControl, Option<HeaderMap>) {
-    for name in [&CDN_CACHE_CONTROL, &SURROGATE_CONTROL] {
-        if let Some(cc) = CacheControl::parse_field(headers, name) {
+    // `CDN-Cache-Control` is a structured field (RFC 9213 §2.1); `Surrogate-Control` is not,
+    // and is read like `Cache-Control`.
+    let targeted = CacheControl::parse_targeted(headers, &CDN_CACHE_CONTROL)
+        .or_else(|| CacheControl::parse_field(headers, &SURROGATE_CONTROL));
+    match targeted {
+        Some(cc) => {
             let mut fields = headers.clone();
             fields.remove(http::header::EXPIRES);
-            return (cc, Some(fields));
+            (cc, Some(fields))
         }
+        None => (CacheControl::parse(headers), None),
     }
-    (CacheControl::parse(headers), None)
 }
 
 /// Applies a behavior's origin request policy and hook to a request about to leave.
@@ -188,23 +201,31 @@ fn storage_vary(headers: &HeaderMap, coding: Coding) -> Vary {
     vary.without(&http::header::ACCEPT_ENCODING)
 }
 
-/// Adds `name` to `Vary` unless listed (or `*`), keeping one comma-separated line.
-fn merge_vary(headers: &mut HeaderMap, name: &'static str) {
+/// Adds `name` to `Vary` unless listed (or `*`), keeping one comma-separated line. Returns
+/// the lines it replaced, if it changed them.
+fn merge_vary(headers: &mut HeaderMap, name: &'static str) -> Option<Vec<HeaderValue>> {
     let lines: Vec<&[u8]> = headers.get_all(VARY).iter().flat_map(comma_list).collect();
     if lines
         .iter()
         .any(|m| m.eq_ignore_ascii_case(name.as_bytes()) || *m == b"*")
     {
-        return;
+        return None;
     }
     let mut merged = lines.join(&b", "[..]);
     if !merged.is_empty() {
         merged.extend_from_slice(b", ");
     }
     merged.extend_from_slice(b"Accept-Encoding");
-    if let Ok(value) = HeaderValue::from_bytes(&merged) {
-        headers.insert(VARY, value);
-    }
+    let value = HeaderValue::from_bytes(&merged).ok()?;
+    let original = headers.get_all(VARY).iter().cloned().collect();
+    headers.insert(VARY, value);
+    Some(original)
+}
+
+/// Whether the response is the inner service's own answer for an origin it could not reach
+/// (the server's proxy marks its 502 and 504 so), rather than the origin's.
+fn unreachable(res: &Response<impl Sized>) -> bool {
+    matches!(res.status().as_u16(), 502 | 504) && res.extensions().get::<EdgeFailure>().is_some()
 }
 
 /// Who may share `obj` with the request `leader`: the requests selecting the same variant
@@ -288,7 +309,7 @@ impl Fetch {
                 Err(_) => {
                     tracing::warn!(path = %path, "origin concurrency cap reached");
                     let status = StatusCode::SERVICE_UNAVAILABLE;
-                    return self.origin_failed(status, &request_headers, reply);
+                    return self.origin_failed(status, false, &request_headers, reply);
                 }
             },
             None => None,
@@ -302,24 +323,38 @@ impl Fetch {
                 self.shared.metrics.origin(started.elapsed(), true);
                 let e: BoxError = e.into();
                 tracing::warn!(error = %e, path = %path, "origin request failed");
-                return self.origin_failed(StatusCode::BAD_GATEWAY, &request_headers, reply);
+                let status = StatusCode::BAD_GATEWAY;
+                return self.origin_failed(status, true, &request_headers, reply);
             }
             Err(_) => {
                 self.shared.metrics.origin(started.elapsed(), true);
                 tracing::warn!(path = %path, "origin did not answer in time");
                 let status = StatusCode::GATEWAY_TIMEOUT;
-                return self.origin_failed(status, &request_headers, reply);
+                return self.origin_failed(status, true, &request_headers, reply);
             }
         };
+        if unreachable(&res) {
+            // Not the origin's answer: nothing to store, and no hit-for-pass for a blip.
+            self.shared.metrics.origin(started.elapsed(), true);
+            let status = res.status();
+            if let Some((stale, served)) = self.stale_for_failure(true) {
+                self.publish_stale(&stale, &request_headers);
+                let _ = reply.send(Fetched::StaleOnError(stale, served));
+            } else {
+                self.publish(FlightState::Failed(status));
+                let _ = reply.send(Fetched::Pass(res, self.fwd));
+            }
+            return;
+        }
         self.shared.metrics.origin(started.elapsed(), false);
         let response_time = self.shared.clock.now();
         let res = origin_response(&self.route, res);
 
         // RFC 5861 §4: a server error may be answered with a stale object.
         if matches!(res.status().as_u16(), 500 | 502 | 503 | 504) {
-            if let Some(stale) = self.stale_on_error() {
+            if let Some((stale, served)) = self.stale_for_failure(false) {
                 self.publish_stale(&stale, &request_headers);
-                let _ = reply.send(Fetched::StaleOnError(stale));
+                let _ = reply.send(Fetched::StaleOnError(stale, served));
                 return;
             }
         }
@@ -327,10 +362,17 @@ impl Fetch {
         if res.status() == StatusCode::NOT_MODIFIED {
             if let Some(stale) = self.stale.take() {
                 if !conditional::not_modified_selects(&stale.headers, res.headers()) {
-                    // RFC 9111 §4.3.4: a 304 for other validators must not update the object,
-                    // and cannot stand in for the full response this request needs.
-                    self.shared.store.remove(&self.key);
-                    let _ = reply.send(Fetched::Edge(StatusCode::BAD_GATEWAY));
+                    // RFC 9111 §4.3.4: a 304 whose validators select no stored response must
+                    // not update one. It still answers the conditions the edge made from
+                    // this object's validators, so the origin confirmed the object for this
+                    // request: this viewer (and its followers) get it as stored. It is then
+                    // dropped, so the next request asks without conditions and stores the
+                    // full response (this one cannot be sent twice: its body is gone).
+                    self.shared.store.remove_if_same(&self.key, &stale);
+                    if let Some(audience) = object_audience(&stale, &request_headers) {
+                        self.publish(FlightState::Done(stale.clone(), audience));
+                    }
+                    let _ = reply.send(Fetched::Unchanged(stale));
                     return;
                 }
                 let (obj, personal) = self.refresh(
@@ -362,14 +404,38 @@ impl Fetch {
         let (head, body) = res.into_parts();
         let origin = head.extensions.get::<crate::OriginUsed>().cloned();
         let audience = plan.audience.clone();
-        let fill = Fill::new(
+        // A viewer that accepts a coding gets the body compressed as it arrives (CloudFront
+        // compresses on the miss); the coding is then stored with the object. Only for the
+        // coding the viewer whose request this is prefers: others are made on first request.
+        let size_hint = plan.length.and_then(|len| usize::try_from(len).ok());
+        let mut encoder = (plan.compressible && plan.coding == Coding::Identity)
+            .then(|| encoding::choose(&request_headers, &[Br, Zstd, Gzip, Identity]))
+            .flatten()
+            .and_then(|enc| Some((enc, StreamEncoder::new(enc, size_hint)?)));
+        let coded = encoder.as_ref().map(|(enc, _)| {
+            let mut headers = variant_headers(&plan.headers, *enc, 0);
+            headers.remove(CONTENT_LENGTH);
+            let (origin, audience) = (origin.clone(), audience.clone());
+            Fill::new(head.status, headers, plan.initial_age, origin, audience)
+        });
+        let fill = Fill::with_coded(
             head.status,
             plan.headers.clone(),
             plan.initial_age,
             origin,
             audience,
+            coded.clone(),
         );
-        let reader = fill.reader().expect("a new fill has no released chunks");
+        // Both fills end alike: a failed body fails every reader of either.
+        let finish = |end: End| {
+            fill.finish(end);
+            if let Some(coded) = &coded {
+                coded.finish(end);
+            }
+        };
+        let reader = fill_reader(&fill, &request_headers)
+            .or_else(|| fill.reader())
+            .expect("a new fill has no released chunks");
         if let Some(guard) = &self.guard {
             guard.publish(FlightState::Streaming(fill.clone()));
         }
@@ -387,7 +453,7 @@ impl Fetch {
                 Ok(None) => break,
                 Ok(Some(Err(_))) | Err(_) => {
                     tracing::warn!(path = %path, "origin body failed before its end");
-                    fill.finish(End::Failed);
+                    finish(End::Failed);
                     return;
                 }
             };
@@ -395,20 +461,54 @@ impl Fetch {
                 continue;
             };
             received += data.len() as u64;
+            if let (Some((_, stream)), Some(coded)) = (&mut encoder, &coded) {
+                // Pieces are small (a frame each): compressing one holds this task briefly.
+                match stream.write(&data) {
+                    Ok(out) => coded.push(out),
+                    Err(_) => {
+                        coded.finish(End::Failed);
+                        encoder = None;
+                    }
+                }
+            }
             fill.push(data);
             if keeping && fill.buffered() as u64 > self.shared.max_object_size {
                 keeping = false;
                 fill.stop_keeping();
+                if let Some(coded) = &coded {
+                    coded.stop_keeping();
+                }
                 self.guard = None;
                 let until = response_time + self.shared.hit_for_pass;
                 self.shared.store.insert(self.key, Slot::Pass { until });
             }
-            if !keeping && fill.wait_for_readers(PASS_BUFFER).await == 0 {
-                fill.finish(End::Failed);
-                return;
+            if !keeping {
+                let mut readers = fill.wait_for_readers(PASS_BUFFER).await;
+                if let Some(coded) = &coded {
+                    readers += coded.wait_for_readers(PASS_BUFFER).await;
+                }
+                if readers == 0 {
+                    finish(End::Failed);
+                    return;
+                }
             }
         }
         self.shared.metrics.add_origin_bytes(received);
+        let mut made = None;
+        if let (Some((enc, stream)), Some(coded)) = (encoder, &coded) {
+            match stream.finish() {
+                Ok(tail) => {
+                    coded.push(tail);
+                    made = Some(enc);
+                    let metrics = &self.shared.metrics;
+                    metrics.compressions.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .compressed_bytes_in
+                        .fetch_add(received, Ordering::Relaxed);
+                }
+                Err(_) => coded.finish(End::Failed),
+            }
+        }
         // Stored before the readers see the end, so a viewer that has read the whole body
         // and asks again finds the object.
         if let Some(body) = keeping.then(|| fill.kept_body()).flatten() {
@@ -419,11 +519,39 @@ impl Fetch {
                     }
                     _ => body.len() <= MAX_COMPRESS_SIZE,
                 };
+            let mut headers = plan.headers;
+            if let (false, Coding::Identity, Some(lines)) =
+                (compressible, plan.coding, plan.origin_vary)
+            {
+                // Not compressible after all: the stored object never varies on the coding.
+                headers.remove(VARY);
+                for line in lines {
+                    headers.append(VARY, line);
+                }
+            }
+            let mut weight = weigh(&headers, &body, host.len() + path.len());
+            // The coding made while filling is kept with the object: both are stored.
+            let mut variants = Vec::new();
+            let coded_body = made
+                .filter(|_| compressible)
+                .zip(coded.as_ref().and_then(|c| c.kept_body()));
+            if let Some((enc, coded_body)) = coded_body {
+                let variant = Variant {
+                    encoding: enc,
+                    headers: variant_headers(&headers, enc, coded_body.len()),
+                    body: coded_body,
+                };
+                let variant_weight = weigh(&variant.headers, &variant.body, 0);
+                if weight + variant_weight <= self.shared.store.max_object() {
+                    weight += variant_weight;
+                    variants.push(variant);
+                }
+            }
             let obj = Object {
                 status: head.status,
-                tags: tags_of(&plan.headers),
-                weight: weigh(&plan.headers, &body, host.len() + path.len()),
-                headers: plan.headers,
+                tags: tags_of(&headers),
+                weight,
+                headers,
                 body,
                 response_time,
                 corrected_initial_age: plan.initial_age,
@@ -433,11 +561,11 @@ impl Fetch {
                 path,
                 coding: plan.coding,
                 compressible,
-                variants: Vec::new(),
+                variants,
             };
             self.commit(Arc::new(obj), &plan.vary, &request_headers);
         }
-        fill.finish(End::Complete);
+        finish(End::Complete);
     }
 
     fn publish(&self, state: FlightState) {
@@ -453,28 +581,33 @@ impl Fetch {
         }
     }
 
-    /// The stale object, if it may stand in for a failed origin (RFC 5861 §4, within its
-    /// `stale-if-error` window or the configured default; never when RFC 9111 §4.2.4 forbids).
-    fn stale_on_error(&self) -> Option<Arc<Object>> {
+    /// The stale object, if it may stand in for a failed origin: within its `stale-if-error`
+    /// window or the configured default (RFC 5861 §4), or, when the origin could not be
+    /// reached at all, within the edge's window for that (RFC 9111 §4.2.4); never when §4.2.4
+    /// forbids serving it stale.
+    fn stale_for_failure(&self, unreachable: bool) -> Option<(Arc<Object>, Served)> {
         let stale = self.stale.as_ref()?;
         let now = self.shared.clock.now();
-        stale
-            .usable_on_error(now, self.shared.stale_if_error)
-            .then(|| stale.clone())
+        if stale.usable_on_error(now, self.shared.stale_if_error) {
+            return Some((stale.clone(), Served::OnError));
+        }
+        (unreachable && stale.usable_when_unreachable(now, self.shared.stale_if_unreachable))
+            .then(|| (stale.clone(), Served::OnUnreachable))
     }
 
-    /// The origin failed (error or timeout): stale if allowed, else an edge error, and the
-    /// same for every follower.
+    /// The origin failed (error, timeout, or the concurrency cap when `unreachable` is false):
+    /// stale if allowed, else an edge error, and the same for every follower.
     fn origin_failed<B>(
         self,
         status: StatusCode,
+        unreachable: bool,
         request_headers: &HeaderMap,
         reply: oneshot::Sender<Fetched<B>>,
     ) {
-        match self.stale_on_error() {
-            Some(stale) => {
+        match self.stale_for_failure(unreachable) {
+            Some((stale, served)) => {
                 self.publish_stale(&stale, request_headers);
-                let _ = reply.send(Fetched::StaleOnError(stale));
+                let _ = reply.send(Fetched::StaleOnError(stale, served));
             }
             None => {
                 self.publish(FlightState::Failed(status));
@@ -484,7 +617,7 @@ impl Fetch {
     }
 
     /// Decides whether and how a full response is stored (RFC 9111 §3).
-    fn plan<B>(
+    fn plan<B: Body>(
         &self,
         res: &Response<B>,
         request_headers: &HeaderMap,
@@ -496,7 +629,7 @@ impl Fetch {
         let freshness_headers = edge_headers.as_ref().unwrap_or(res.headers());
         let rules = &self.route.rules;
         let status = res.status();
-        let error_ttl = self.shared.error_ttl(status);
+        let error_ttl = self.shared.error_ttl(rules, status);
         let request_cc = &self.request_cc;
         match storable(
             &method,
@@ -521,16 +654,14 @@ impl Fetch {
         if !tags_fit(res.headers()) {
             return Err(NoStoreReason::TagLimit);
         }
-        // Errors are kept for the origin's explicit freshness, else for the error-caching TTL
-        // of their status (CloudFront's rule); never for a default TTL or a heuristic.
-        let freshness_lifetime =
-            if status.as_u16() >= 400 && !explicit_freshness(&cc, freshness_headers) {
-                error_ttl
-            } else {
-                freshness_lifetime(status, &cc, freshness_headers, rules)
-            }
+        let freshness_lifetime = stored_lifetime(status, &cc, freshness_headers, rules, error_ttl)
             .ok_or(NoStoreReason::NoFreshness)?;
-        let coding = Coding::of(res.headers());
+        let coding = match Coding::of(res.headers()) {
+            // RFC 9110 §7.7, RFC 9111 §5.2.2.6: `no-transform` forbids undoing the coding too,
+            // so the body goes to everyone as it came, like a coding the edge cannot undo.
+            Coding::Encoded(_) if cc.no_transform => Coding::Opaque,
+            coding => coding,
+        };
         let vary = storage_vary(res.headers(), coding);
         // `*`, or more names than the cache reads: never matched, never stored.
         let Some(audience) = Audience::of(&vary, request_headers) else {
@@ -544,6 +675,14 @@ impl Fetch {
         if declared.is_some_and(|len| len > self.shared.max_object_size) {
             return Err(NoStoreReason::TooLarge);
         }
+        // The body's length when known before it arrives; else the size is checked at its end.
+        let length = declared.or(res.body().size_hint().exact());
+        let size_fits = length.is_none_or(|len| match coding {
+            Coding::Identity => {
+                (MIN_COMPRESS_SIZE as u64..=MAX_COMPRESS_SIZE as u64).contains(&len)
+            }
+            _ => len <= MAX_COMPRESS_SIZE as u64,
+        });
         let mut headers = res.headers().clone();
         remove_hop_by_hop(&mut headers);
         // §5.2.2.4, §5.2.2.7: qualified no-cache / private fields are not stored, nor, with
@@ -555,11 +694,16 @@ impl Fetch {
             && coding != Coding::Opaque
             && !cc.no_transform
             && matches!(status.as_u16(), 200 | 403 | 404)
-            && is_compressible(headers.get(CONTENT_TYPE));
-        if compressible || matches!(coding, Coding::Encoded(_)) {
-            // The coding sent depends on Accept-Encoding from now on.
-            merge_vary(&mut headers, "accept-encoding");
-        }
+            && is_compressible(headers.get(CONTENT_TYPE))
+            && size_fits;
+        // RFC 9110 §12.5.5: `Vary` lists what selected the representation. The coding sent
+        // depends on Accept-Encoding only when the edge may compress the body, or decode
+        // what the origin encoded; for anything else it would only split downstream caches.
+        let origin_vary = if compressible || matches!(coding, Coding::Encoded(_)) {
+            merge_vary(&mut headers, "accept-encoding").filter(|_| length.is_none())
+        } else {
+            None
+        };
         Ok(Plan {
             headers,
             personal,
@@ -570,7 +714,40 @@ impl Fetch {
             rules: ReuseRules::from(&cc),
             coding,
             compressible,
+            origin_vary,
+            length,
         })
+    }
+
+    /// RFC 9111 §4.3.5: the fields of a 200 answering a HEAD the edge passed on update the
+    /// stored GET response when their validators select it (as for a 304, §4.3.4) and the
+    /// HEAD's `Content-Length` and `Content-Encoding`, if sent, match the stored body; the
+    /// updated object is stored as a 304 would store it. Otherwise the stored response stays
+    /// as it is (stale: a HEAD goes to the origin only for a stored response that is).
+    /// Returns whether it was updated.
+    pub(crate) fn update_from_head(
+        &self,
+        stored: &Object,
+        head: &HeaderMap,
+        (request_time, response_time): (SystemTime, SystemTime),
+        request_headers: &HeaderMap,
+    ) -> bool {
+        let length = head
+            .get(CONTENT_LENGTH)
+            .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+        let same_body = length.is_none_or(|len| len == Some(stored.body.len() as u64))
+            && head.get(CONTENT_ENCODING) == stored.headers.get(CONTENT_ENCODING);
+        if !same_body || !conditional::not_modified_selects(&stored.headers, head) {
+            return false;
+        }
+        // §3.5: an answer to a request with credentials is shared only when it says so.
+        let (cc, _) = edge_cache_control(head);
+        let shared = cc.public || cc.must_revalidate || cc.s_maxage.is_some();
+        if request_headers.contains_key(AUTHORIZATION) && !shared {
+            return false;
+        }
+        self.refresh(stored, head, request_time, response_time, request_headers);
+        true
     }
 
     /// A stored object updated by a 304 (RFC 9111 §4.3.4), stored and offered to the
@@ -597,8 +774,9 @@ impl Fetch {
             && tags_fit(&headers);
         let rules = &self.route.rules;
         let freshness_headers = edge_headers.as_ref().unwrap_or(&headers);
+        let error_ttl = self.shared.error_ttl(rules, stale.status);
         let freshness_lifetime =
-            freshness_lifetime(stale.status, &cc, freshness_headers, rules).unwrap_or(0);
+            stored_lifetime(stale.status, &cc, freshness_headers, rules, error_ttl).unwrap_or(0);
         // Codings already made stay valid: only their fields follow the new ones.
         let variants: Vec<Variant> = stale
             .variants

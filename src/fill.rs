@@ -62,6 +62,8 @@ pub(crate) struct Fill {
     pub(crate) origin: Option<crate::OriginUsed>,
     /// The requests that may read this fill besides the one that started it.
     pub(crate) audience: Audience,
+    /// The same body compressed as it arrives, for viewers that prefer its coding.
+    pub(crate) coded: Option<Arc<Fill>>,
     state: Mutex<State>,
     consumed: Notify,
     settled: Notify,
@@ -75,12 +77,25 @@ impl Fill {
         origin: Option<crate::OriginUsed>,
         audience: Audience,
     ) -> Arc<Fill> {
+        Self::with_coded(status, headers, initial_age, origin, audience, None)
+    }
+
+    /// A fill with a compressed twin, `coded`, that the filling task feeds alongside.
+    pub(crate) fn with_coded(
+        status: StatusCode,
+        headers: HeaderMap,
+        initial_age: u64,
+        origin: Option<crate::OriginUsed>,
+        audience: Audience,
+        coded: Option<Arc<Fill>>,
+    ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
             headers,
             initial_age,
             origin,
             audience,
+            coded,
             state: Mutex::new(State {
                 keep_all: true,
                 ..State::default()
@@ -130,10 +145,11 @@ impl Fill {
         wakers.into_iter().for_each(Waker::wake);
     }
 
+    /// Ends the fill. The first end stands: a fill that failed never ends complete later.
     pub(crate) fn finish(&self, end: End) {
         let wakers = {
             let mut s = self.lock();
-            s.end = Some(end);
+            s.end.get_or_insert(end);
             std::mem::take(&mut s.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -367,6 +383,20 @@ mod tests {
         // A reader that attaches after the failure knows no length either.
         let late = fill.reader().unwrap();
         assert_eq!(late.remaining_if_complete(), None);
+    }
+
+    #[test]
+    fn a_failed_fill_stays_failed() {
+        // A compressed twin that failed is finished again with its fill: still failed.
+        let fill = new_fill();
+        let mut r = fill.reader().unwrap();
+        fill.push(Bytes::from_static(b"ab"));
+        fill.finish(End::Failed);
+        fill.finish(End::Complete);
+        assert!(matches!(poll(&mut r), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(poll(&mut r), Poll::Ready(Some(Err(FillFailed)))));
+        assert_eq!(r.remaining_if_complete(), None);
+        assert!(fill.body().is_none());
     }
 
     #[test]

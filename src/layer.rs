@@ -17,6 +17,7 @@ use crate::config::{CachePolicy, CustomErrorResponse};
 use crate::error::ConfigError;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::purge::{self, Purge};
+use crate::rfc::freshness::TtlRules;
 use crate::service::CdnService;
 use crate::signing::IpRange;
 use crate::status::CacheStatus;
@@ -24,6 +25,8 @@ use crate::store::MemoryStore;
 
 const DEFAULT_CAPACITY: u64 = 256 * 1024 * 1024;
 const DEFAULT_MAX_OBJECT: u64 = 16 * 1024 * 1024;
+/// How long past its freshness an object may stand in for an unreachable origin by default.
+const DEFAULT_STALE_IF_UNREACHABLE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A tower [`Layer`] that puts a CDN edge cache in front of a service (the origin).
 ///
@@ -132,8 +135,9 @@ pub struct CdnLayerBuilder {
     hit_for_pass: Duration,
     origin_timeout: Duration,
     stale_if_error: Duration,
+    stale_if_unreachable: Duration,
     stale_if_error_budget: Option<Duration>,
-    error_caching_min_ttl: Duration,
+    error_caching_min_ttl: Option<Duration>,
     error_ttls: Vec<(StatusCode, Duration)>,
     custom_errors: Vec<CustomErrorResponse>,
     compress: bool,
@@ -160,8 +164,9 @@ impl Default for CdnLayerBuilder {
             hit_for_pass: Duration::from_secs(30),
             origin_timeout: Duration::from_secs(30),
             stale_if_error: Duration::ZERO,
+            stale_if_unreachable: DEFAULT_STALE_IF_UNREACHABLE,
             stale_if_error_budget: None,
-            error_caching_min_ttl: Duration::from_secs(10),
+            error_caching_min_ttl: None,
             error_ttls: Vec::new(),
             custom_errors: Vec::new(),
             compress: true,
@@ -313,6 +318,20 @@ impl CdnLayerBuilder {
         self
     }
 
+    /// How long past its freshness an object may stand in for an origin the edge cannot
+    /// reach: the inner service failed (a refused or broken connection), the origin did not
+    /// answer within [`origin_timeout`](Self::origin_timeout), or the server's proxy answered
+    /// for it with its own 502 / 504. RFC 9111 §4.2.4 lets a disconnected cache serve stale,
+    /// and CloudFront does. Default one day; `Duration::ZERO` turns it off. The viewer's
+    /// `Cache-Status` says `detail=stale-if-unreachable`. `must-revalidate`,
+    /// `proxy-revalidate`, `no-cache` and `s-maxage` always forbid it (§4.2.4). A 5xx answer
+    /// from the origin is not this case: only `stale-if-error` lets a stale object stand in
+    /// for it.
+    pub fn stale_if_unreachable(mut self, window: Duration) -> Self {
+        self.stale_if_unreachable = window;
+        self
+    }
+
     /// When a stale object could stand in for the origin, wait for the origin at most this
     /// long before serving it; the origin request goes on in the background and refreshes the
     /// object when it answers.
@@ -322,10 +341,15 @@ impl CdnLayerBuilder {
     }
 
     /// How long 404, 414, 500, 501, 502, 503 and 504 responses without freshness
-    /// information are cached (CloudFront's error caching minimum TTL; default 10 s). Other
-    /// errors are cached only when the origin gives them a freshness lifetime.
+    /// information are cached (CloudFront's error caching minimum TTL), for every behavior,
+    /// whatever its cache policy says. Unset by default: each behavior's
+    /// [`CachePolicy::error_caching_min_ttl`] applies, which is off under
+    /// [`CachePolicy::rfc`] (the default policy) and 10 s under
+    /// [`CachePolicy::caching_optimized`]. `Duration::ZERO` turns it off everywhere. Other
+    /// errors are cached only for their own freshness lifetime, or for a heuristic where
+    /// RFC 9111 allows one (405, 410 with a `Last-Modified`).
     pub fn error_caching_min_ttl(mut self, ttl: Duration) -> Self {
-        self.error_caching_min_ttl = ttl;
+        self.error_caching_min_ttl = Some(ttl);
         self
     }
 
@@ -348,7 +372,8 @@ impl CdnLayerBuilder {
     }
 
     /// Whether stored objects are compressed for viewers that accept it (br, zstd, gzip;
-    /// default on): each coding is made once per object, on first request, and kept with it.
+    /// default on): a miss is compressed as it streams in the coding its viewer prefers, any
+    /// other coding is made on its first request; each is made once and kept with the object.
     /// Only compressible media types of 1,000 to 10,000,000 bytes with status 200, 403 or
     /// 404 are compressed, never `no-transform` responses.
     pub fn compress(mut self, on: bool) -> Self {
@@ -384,9 +409,11 @@ impl CdnLayerBuilder {
         let mut routes = Vec::with_capacity(self.behaviors.len() + 1);
         for (pattern, behavior) in self.behaviors {
             let pattern = PathPattern::new(&pattern)?;
-            routes.push(Arc::new(route(Some(pattern), behavior, self.compress)?));
+            let settings = (self.compress, self.error_caching_min_ttl);
+            routes.push(Arc::new(route(Some(pattern), behavior, settings)?));
         }
-        routes.push(Arc::new(route(None, self.default_behavior, self.compress)?));
+        let settings = (self.compress, self.error_caching_min_ttl);
+        routes.push(Arc::new(route(None, self.default_behavior, settings)?));
         let trusted_proxies = self
             .trusted_proxies
             .iter()
@@ -432,8 +459,8 @@ impl CdnLayerBuilder {
             hit_for_pass: self.hit_for_pass,
             origin_timeout: self.origin_timeout,
             stale_if_error: self.stale_if_error.as_secs(),
+            stale_if_unreachable: self.stale_if_unreachable.as_secs(),
             stale_if_error_budget: self.stale_if_error_budget,
-            error_caching_min_ttl: self.error_caching_min_ttl.as_secs(),
             error_ttls: self
                 .error_ttls
                 .iter()
@@ -519,8 +546,8 @@ pub(crate) struct Shared {
     pub(crate) hit_for_pass: Duration,
     pub(crate) origin_timeout: Duration,
     pub(crate) stale_if_error: u64,
+    pub(crate) stale_if_unreachable: u64,
     pub(crate) stale_if_error_budget: Option<Duration>,
-    error_caching_min_ttl: u64,
     error_ttls: Vec<(StatusCode, u64)>,
     pub(crate) custom_errors: Vec<CustomErrorResponse>,
     pub(crate) variant_flights: Arc<Flights>,
@@ -532,17 +559,18 @@ pub(crate) struct Shared {
     pub(crate) tier: Option<crate::RedisTier>,
 }
 
-/// Resolves a behavior: its cache policy's TTL rules and its compression setting.
+/// Resolves a behavior: its cache policy's TTL rules (with the layer's error caching minimum
+/// TTL, when set) and its compression setting.
 fn route(
     pattern: Option<PathPattern>,
     behavior: Behavior,
-    compress: bool,
+    (compress, error_caching_min_ttl): (bool, Option<Duration>),
 ) -> Result<Route, ConfigError> {
     behavior.validate()?;
     behavior.cache_policy.validate()?;
     Ok(Route {
         pattern,
-        rules: behavior.cache_policy.rules(),
+        rules: behavior.cache_policy.rules(error_caching_min_ttl),
         compress: behavior.compress.unwrap_or(compress),
         behavior,
     })
@@ -557,13 +585,15 @@ impl Shared {
             .unwrap_or(self.routes.len() - 1)
     }
 
-    /// The error-caching TTL for a status without freshness information, if it has one.
-    pub(crate) fn error_ttl(&self, status: StatusCode) -> Option<u64> {
+    /// The error-caching TTL for a status without freshness information under a behavior's
+    /// rules, if it has one: the one set for the status, else the error caching minimum TTL
+    /// for the statuses CloudFront caches by default.
+    pub(crate) fn error_ttl(&self, rules: &TtlRules, status: StatusCode) -> Option<u64> {
         if let Some((_, ttl)) = self.error_ttls.iter().find(|(s, _)| *s == status) {
             return (*ttl > 0).then_some(*ttl);
         }
         let cached = matches!(status.as_u16(), 404 | 414 | 500 | 501 | 502 | 503 | 504);
-        (cached && self.error_caching_min_ttl > 0).then_some(self.error_caching_min_ttl)
+        (cached && rules.error_min > 0).then_some(rules.error_min)
     }
 
     /// A fresh epoch for a new `Vary` record.

@@ -154,7 +154,7 @@ pub struct MetricsSnapshot {
     pub store_capacity: u64,
     /// Entries in the memory store.
     pub store_entries: u64,
-    /// Codings made from stored objects (compressions and decompressions).
+    /// Codings made, while filling or from stored objects (compressions and decompressions).
     pub compressions: u64,
     /// Bytes fed to those codings.
     pub compressed_bytes_in: u64,

@@ -198,6 +198,12 @@ pub(crate) enum Served {
     Refreshed,
     /// Stale, standing in for a failed origin (`stale-if-error`).
     OnError,
+    /// Stale, standing in for an origin that could not be reached (connection failure or
+    /// timeout) within the edge's window for that (RFC 9111 §4.2.4: a disconnected cache).
+    OnUnreachable,
+    /// Revalidated with a 304 whose validators select no stored response (RFC 9111
+    /// §4.3.4): served as the origin confirmed it for this request, not updated.
+    Confirmed,
     /// Found in the shared tier on a memory miss.
     #[cfg(feature = "redis")]
     SharedTier,
@@ -229,6 +235,16 @@ pub(crate) fn object_response<B>(
             "; fwd=stale; ttl=",
             "; detail=stale-if-error",
         ),
+        Served::OnUnreachable => (
+            CacheStatus::Hit,
+            "; fwd=stale; ttl=",
+            "; detail=stale-if-unreachable",
+        ),
+        Served::Confirmed => (
+            CacheStatus::RefreshHit,
+            "; fwd=stale; fwd-status=304; ttl=",
+            "; detail=not-updated",
+        ),
         #[cfg(feature = "redis")]
         Served::SharedTier => (CacheStatus::Hit, "; hit; ttl=", "; detail=shared-tier"),
     };
@@ -245,7 +261,7 @@ pub(crate) fn object_response<B>(
     metrics.served(outcome);
     if matches!(
         served,
-        Served::Stale | Served::WhileRevalidating | Served::OnError
+        Served::Stale | Served::WhileRevalidating | Served::OnError | Served::OnUnreachable
     ) {
         metrics.stale_served.fetch_add(1, Ordering::Relaxed);
     }
@@ -299,11 +315,31 @@ pub(crate) async fn serve_object<B>(
 }
 
 /// Whether the viewer can read the body a fill streams.
-pub(crate) fn fill_readable(fill: &Fill, request: &HeaderMap) -> bool {
+fn fill_readable(fill: &Fill, request: &HeaderMap) -> bool {
     match Coding::of(&fill.headers) {
         Coding::Encoded(e) => encoding::choose(request, &[e]).is_some(),
         _ => true,
     }
+}
+
+/// A reader of a fill for a viewer: of its compressed twin when the viewer prefers that
+/// coding to identity and asks for no range (a range is cut from the whole identity body),
+/// else of the fill itself when the viewer can read it. `None` when neither can be read
+/// from its first byte any more, or the viewer cannot read the fill's coding.
+pub(crate) fn fill_reader(fill: &Arc<Fill>, request: &HeaderMap) -> Option<FillReader> {
+    let coded = fill.coded.as_ref().filter(|coded| {
+        let Coding::Encoded(enc) = Coding::of(&coded.headers) else {
+            return false;
+        };
+        !request.contains_key(RANGE)
+            && encoding::choose(request, &[enc, encoding::Encoding::Identity]) == Some(enc)
+    });
+    if let Some(reader) = coded.and_then(Fill::reader) {
+        return Some(reader);
+    }
+    fill_readable(fill, request)
+        .then(|| fill.reader())
+        .flatten()
 }
 
 /// Answers from a fill. A range request waits for the whole body so it can be sliced; if the

@@ -1,6 +1,7 @@
 //! [`CdnService`]: the request phases in order — method, key, lookup, reuse or fetch.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -25,7 +26,7 @@ use crate::ingress::{self, Refusal};
 use crate::key::{host_of, with_path_and_query, CacheKey};
 use crate::layer::Shared;
 use crate::respond::{
-    edge_error, fill_readable, fill_response, finish, generated, object_response, pass_response,
+    edge_error, fill_reader, fill_response, finish, generated, object_response, pass_response,
     serve_object, with_personal, Exchange, Fwd, OwnedExchange, Served, ViewerRef,
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
@@ -256,8 +257,17 @@ where
             ));
         }
         let fwd = stale.as_ref().map_or(fwd, |(_, f)| *f);
+        if head && !cc.no_store {
+            // A HEAD miss cannot fill the cache, but its answer may update the stored GET
+            // response it went to the origin for (RFC 9111 §4.3.5).
+            let update = stale.map(|(obj, _)| {
+                let fetch = self.fetch(route_index, primary, key, None, fwd, &req, cc);
+                (fetch, obj)
+            });
+            return self.pass_updating(req, route_index, https, fwd, started, update);
+        }
         if head || cc.no_store {
-            // A HEAD miss cannot fill the cache; `no-store` forbids keeping the answer.
+            // `no-store` forbids keeping the answer.
             return self.pass(req, route_index, https, fwd, started);
         }
 
@@ -618,8 +628,8 @@ where
             }
         }
         match state {
-            FlightState::Streaming(fill) if fill_readable(&fill, viewer.headers) => {
-                if let Some(reader) = fill.reader() {
+            FlightState::Streaming(fill) => {
+                if let Some(reader) = fill_reader(&fill, viewer.headers) {
                     return fill_response(shared, reader, viewer, fwd, true).await;
                 }
             }
@@ -627,14 +637,21 @@ where
                 return serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
             }
             FlightState::StaleOnError(obj, _) => {
-                return serve_object(shared, key, &obj, viewer, Served::OnError).await;
+                // The leader's reason, told apart the way it was decided.
+                let now = shared.clock.now();
+                let served = if obj.usable_on_error(now, shared.stale_if_error) {
+                    Served::OnError
+                } else {
+                    Served::OnUnreachable
+                };
+                return serve_object(shared, key, &obj, viewer, served).await;
             }
             #[cfg(feature = "redis")]
             FlightState::Shared(obj, _) => {
                 return serve_object(shared, key, &obj, viewer, Served::SharedTier).await;
             }
             FlightState::Failed(status) => return edge_error(shared, status),
-            FlightState::Pending | FlightState::Abandoned | FlightState::Streaming(_) => {}
+            FlightState::Pending | FlightState::Abandoned => {}
         }
         break None;
     };
@@ -679,8 +696,11 @@ where
             let res = serve_object(shared, key, &obj, viewer, Served::Refreshed).await;
             with_personal(res, personal)
         }
-        Ok(Fetched::StaleOnError(obj)) => {
-            serve_object(shared, key, &obj, viewer, Served::OnError).await
+        Ok(Fetched::Unchanged(obj)) => {
+            serve_object(shared, key, &obj, viewer, Served::Confirmed).await
+        }
+        Ok(Fetched::StaleOnError(obj, served)) => {
+            serve_object(shared, key, &obj, viewer, served).await
         }
         #[cfg(feature = "redis")]
         Ok(Fetched::Shared(key, obj)) => {
@@ -733,6 +753,34 @@ impl<S> CdnService<S> {
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
     }
 
+    /// A trip to the origin for `key`, as the lookup left it.
+    #[allow(clippy::too_many_arguments)]
+    fn fetch<B>(
+        &self,
+        route_index: usize,
+        primary: CacheKey,
+        key: CacheKey,
+        stale: Option<Arc<Object>>,
+        fwd: Fwd,
+        req: &Request<B>,
+        request_cc: CacheControl,
+    ) -> Fetch {
+        Fetch {
+            shared: self.shared.clone(),
+            route: self.shared.routes[route_index].clone(),
+            primary,
+            key,
+            stale,
+            guard: None,
+            fwd,
+            request_cc,
+            method: req.method().clone(),
+            generation: self.shared.purge_generation.load(Ordering::SeqCst),
+            #[cfg(feature = "redis")]
+            shield: None,
+        }
+    }
+
     /// Sends the request to the origin without storing the answer; a successful unsafe method
     /// invalidates the URLs it names (RFC 9111 §4.4).
     fn pass<ReqB, ResB>(
@@ -742,6 +790,27 @@ impl<S> CdnService<S> {
         https: bool,
         fwd: Fwd,
         started: Instant,
+    ) -> ResponseFuture<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqB: Send + 'static,
+        ResB: Send + 'static,
+    {
+        self.pass_updating(req, route_index, https, fwd, started, None)
+    }
+
+    /// [`pass`](Self::pass), and for a HEAD sent for a stored GET response, `update` lets a
+    /// 200 answer update that response (RFC 9111 §4.3.5).
+    fn pass_updating<ReqB, ResB>(
+        &mut self,
+        req: Request<ReqB>,
+        route_index: usize,
+        https: bool,
+        fwd: Fwd,
+        started: Instant,
+        update: Option<(Fetch, Arc<Object>)>,
     ) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -778,6 +847,7 @@ impl<S> CdnService<S> {
                 None => None,
             };
             let started = Instant::now();
+            let request_time = shared.clock.now();
             let origin = call_origin(inner, Request::from_parts(parts, body));
             let res = match tokio::time::timeout(shared.origin_timeout, origin).await {
                 Ok(Ok(res)) => {
@@ -799,6 +869,10 @@ impl<S> CdnService<S> {
                 }
             };
             let res = origin_response(&route, res);
+            if let Some((fetch, stored)) = update.filter(|_| res.status() == StatusCode::OK) {
+                let times = (request_time, shared.clock.now());
+                fetch.update_from_head(&stored, res.headers(), times, &exchange.headers);
+            }
             if let Some(target) = target {
                 let status = res.status();
                 if status.is_success() || status.is_redirection() {

@@ -42,7 +42,8 @@ pub enum NoStoreReason {
     Method,
     /// The request carried `Cache-Control: no-store`.
     RequestNoStore,
-    /// The status code is not one this cache understands (or is 206).
+    /// The status is interim (1xx), 206 or 304, or one this cache does not understand
+    /// while the response says `must-understand` (RFC 9111 §3).
     Status,
     /// The response carried `no-store`.
     NoStore,

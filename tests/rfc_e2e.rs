@@ -32,6 +32,8 @@ type Script = Arc<dyn Fn(usize, &str) -> Answer + Send + Sync>;
 enum Answer {
     /// These bytes, then the connection is closed.
     Bytes(Vec<u8>),
+    /// The connection is closed without an answer.
+    Close,
 }
 
 /// A loopback origin that answers each request head with what the script says.
@@ -64,8 +66,9 @@ impl Origin {
                     }
                     let head = String::from_utf8_lossy(&head).into_owned();
                     let n = calls.fetch_add(1, Ordering::SeqCst);
-                    let Answer::Bytes(bytes) = script(n, &head);
-                    let _ = socket.write_all(&bytes).await;
+                    if let Answer::Bytes(bytes) = script(n, &head) {
+                        let _ = socket.write_all(&bytes).await;
+                    }
                     let _ = socket.shutdown().await;
                 });
             }
@@ -139,12 +142,13 @@ async fn interim_responses_are_neither_stored_nor_merged_into_the_final_one() {
         let origin = Origin::start(|_, _| {
             let mut bytes =
                 b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n".to_vec();
-            let Answer::Bytes(rest) = answer(
+            if let Answer::Bytes(rest) = answer(
                 "200 OK",
                 &["cache-control: max-age=60", "content-type: text/plain"],
                 "final",
-            );
-            bytes.extend(rest);
+            ) {
+                bytes.extend(rest);
+            }
             Answer::Bytes(bytes)
         })
         .await;
@@ -159,6 +163,165 @@ async fn interim_responses_are_neither_stored_nor_merged_into_the_final_one() {
         assert_eq!(second.body(), "final");
         assert_eq!(field(&second, "link"), "");
         assert_eq!(origin.calls(), 1);
+    })
+    .await;
+}
+
+/// A GET with one extra request field.
+async fn get_with(edge: &Edge, path: &str, name: &str, value: &str) -> Response<Bytes> {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(format!("http://{}{path}", edge.addr))
+        .header(name, value)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn a_304_without_validators_is_never_a_502() {
+    // RFC 9111 §4.3.4: the origin's 304 carries no validator while the stored response has an
+    // ETag, so it selects nothing and updates nothing; it still answers the edge's
+    // If-None-Match, so the viewer gets the stored object, and the next request goes without
+    // conditions. The object arrives stale (Age equals max-age), so no waiting is needed.
+    within(async {
+        for vary in ["", "vary: accept-language"] {
+            let origin = Origin::start(move |n, head| {
+                let head = head.to_ascii_lowercase();
+                match n {
+                    0 => {
+                        let mut fields = vec![
+                            "cache-control: max-age=2, must-revalidate",
+                            "age: 2",
+                            "etag: \"abcd\"",
+                        ];
+                        fields.extend(Some(vary).filter(|v| !v.is_empty()));
+                        answer("200 OK", &fields, "first")
+                    }
+                    1 => {
+                        assert!(head.contains("if-none-match: \"abcd\""), "{head}");
+                        answer("304 Not Modified", &["cache-control: max-age=600"], "")
+                    }
+                    _ => {
+                        assert!(!head.contains("if-none-match"), "{head}");
+                        answer("200 OK", &["cache-control: max-age=600"], "second")
+                    }
+                }
+            })
+            .await;
+            let edge = start_edge(origin.addr, |_| {}).await;
+            get_with(&edge, "/a", "accept-language", "fr").await;
+            let revalidated = get_with(&edge, "/a", "accept-language", "fr").await;
+            assert_eq!(revalidated.status(), StatusCode::OK, "{vary}");
+            assert_eq!(revalidated.body(), "first");
+            assert_eq!(field(&revalidated, "x-cache"), "RefreshHit from tower-cdn");
+            let next = get_with(&edge, "/a", "accept-language", "fr").await;
+            assert_eq!(
+                (next.status(), next.body().as_ref()),
+                (StatusCode::OK, &b"second"[..])
+            );
+            let hit = get_with(&edge, "/a", "accept-language", "fr").await;
+            assert_eq!(field(&hit, "x-cache"), "Hit from tower-cdn");
+            assert_eq!(origin.calls(), 3);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stale_object_is_served_when_the_origin_closes_the_connection() {
+    // RFC 9111 §4.2.4: a cache that cannot reach the origin may serve stale, unless the
+    // response forbids it. The object arrives stale (Age equals max-age); then the origin
+    // closes every connection without answering.
+    within(async {
+        for (cache_control, served) in [
+            ("cache-control: max-age=60", true),
+            ("cache-control: max-age=60, must-revalidate", false),
+        ] {
+            let origin = Origin::start(move |n, _| match n {
+                0 => answer("200 OK", &[cache_control, "age: 60"], "stored"),
+                _ => Answer::Close,
+            })
+            .await;
+            let edge = start_edge(origin.addr, |_| {}).await;
+            assert_eq!(get(&edge, "/s").await.body(), "stored");
+            let res = get(&edge, "/s").await;
+            if served {
+                assert_eq!(
+                    (res.status(), res.body().as_ref()),
+                    (StatusCode::OK, &b"stored"[..])
+                );
+                assert!(
+                    field(&res, "cache-status").contains("detail=stale-if-unreachable"),
+                    "{}",
+                    field(&res, "cache-status")
+                );
+                // The object is still there for the next viewer.
+                assert_eq!(get(&edge, "/s").await.body(), "stored");
+            } else {
+                assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{cache_control}");
+                assert_eq!(field(&res, "x-cache"), "Error from tower-cdn");
+            }
+            assert!(origin.calls() >= 2);
+        }
+    })
+    .await;
+}
+
+/// An edge started from a configuration file, as `tower-cdn --config FILE` would run.
+async fn start_edge_from_file(text: &str) -> Edge {
+    use clap::Parser;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tower-cdn-rfc-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, text).unwrap();
+    let args = [
+        "tower-cdn",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let config = tower_cdn::server::Cli::try_parse_from(args)
+        .unwrap()
+        .into_config()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    Edge { addr, _stop: stop }
+}
+
+#[tokio::test]
+async fn errors_without_freshness_are_kept_only_where_the_file_says_so() {
+    // RFC 9111 §3: a 503 without freshness is not stored under the default policy; a
+    // behavior's error_caching_min_ttl keeps it (CloudFront's error caching minimum TTL).
+    within(async {
+        for (setting, calls) in [("", 2), ("error_caching_min_ttl = \"10s\"\n", 1)] {
+            let origin = Origin::start(|_, _| answer("503 Service Unavailable", &[], "busy")).await;
+            let edge = start_edge_from_file(&format!(
+                "[origins.o]\nurl = \"http://{}\"\n\n[default_behavior]\norigin = \"o\"\n{setting}",
+                origin.addr
+            ))
+            .await;
+            for _ in 0..2 {
+                assert_eq!(
+                    get(&edge, "/busy").await.status(),
+                    StatusCode::SERVICE_UNAVAILABLE
+                );
+            }
+            assert_eq!(origin.calls(), calls, "{setting:?}");
+        }
     })
     .await;
 }

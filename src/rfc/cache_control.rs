@@ -68,6 +68,93 @@ impl CacheControl {
         (cc != CacheControl::default()).then_some(cc)
     }
 
+    /// Parses a targeted field of RFC 9213, such as `CDN-Cache-Control`: a Dictionary
+    /// structured field (RFC 8941 §3.2) whose lines are combined into one (§4.2). `None` when
+    /// it is absent, empty, does not parse, or gives a directive this cache implements a
+    /// value of the wrong type (RFC 9213 §2.1): the cache then behaves as if the field were
+    /// not there and `Cache-Control` applies. Past [`MAX_DIRECTIVES`] members the field is
+    /// not read further and the result is marked [`overflowed`](CacheControl::overflowed),
+    /// so the response is not stored: what was not read cannot have allowed it.
+    pub(crate) fn parse_targeted(headers: &HeaderMap, name: &HeaderName) -> Option<Self> {
+        let mut lines = headers.get_all(name).iter();
+        let first = lines.next()?;
+        let mut joined;
+        let input = match lines.next() {
+            None => first.as_bytes(),
+            Some(second) => {
+                joined = first.as_bytes().to_vec();
+                for line in std::iter::once(second).chain(lines) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(line.as_bytes());
+                }
+                &joined[..]
+            }
+        };
+        let mut cc = CacheControl::default();
+        let mut members = 0;
+        let mut parser = sf::Parser::new(input);
+        parser.skip_sp();
+        if parser.at_end() {
+            return None;
+        }
+        loop {
+            if members == MAX_DIRECTIVES {
+                cc.overflowed = true;
+                return Some(cc);
+            }
+            members += 1;
+            let (key, value) = parser.dict_member()?;
+            cc.apply_targeted(key, value)?;
+            parser.skip_ows();
+            if parser.at_end() {
+                return Some(cc);
+            }
+            parser.expect(b',')?;
+            parser.skip_ows();
+            if parser.at_end() {
+                // RFC 8941 §4.2.2: a trailing comma fails the parse.
+                return None;
+            }
+        }
+    }
+
+    /// Applies one targeted-field member; `None` for a value of the wrong type.
+    fn apply_targeted(&mut self, key: &[u8], value: sf::Bare) -> Option<()> {
+        let seconds = |value: sf::Bare| match value {
+            sf::Bare::Integer(n) if n >= 0 => Some((n as u64).min(DELTA_SECONDS_MAX)),
+            _ => None,
+        };
+        let flag = |value: sf::Bare| match value {
+            sf::Bare::Boolean(on) => Some(on),
+            _ => None,
+        };
+        // `no-cache` and `private`: a flag, or a String of field names (RFC 9213 §2.1 maps
+        // a quoted-string argument to a String).
+        let names = |value: sf::Bare| match value {
+            sf::Bare::Boolean(on) => Some((on, Vec::new())),
+            sf::Bare::String(text) => Some((false, field_names(&text).collect())),
+            _ => None,
+        };
+        match key {
+            b"max-age" => self.max_age = Some(seconds(value)?),
+            b"s-maxage" => self.s_maxage = Some(seconds(value)?),
+            b"stale-while-revalidate" => self.stale_while_revalidate = Some(seconds(value)?),
+            b"stale-if-error" => self.stale_if_error = Some(seconds(value)?),
+            b"no-store" => self.no_store = flag(value)?,
+            b"no-transform" => self.no_transform = flag(value)?,
+            b"must-revalidate" => self.must_revalidate = flag(value)?,
+            b"proxy-revalidate" => self.proxy_revalidate = flag(value)?,
+            b"must-understand" => self.must_understand = flag(value)?,
+            b"public" => self.public = flag(value)?,
+            b"immutable" => self.immutable = flag(value)?,
+            b"no-cache" => (self.no_cache, self.no_cache_fields) = names(value)?,
+            b"private" => (self.private, self.private_fields) = names(value)?,
+            // Request directives and extensions: ignored (RFC 9111 §5.2.3).
+            _ => {}
+        }
+        Some(())
+    }
+
     fn parse_lines(headers: &HeaderMap, name: &HeaderName) -> Self {
         let mut cc = CacheControl::default();
         let mut seen = 0;
@@ -292,10 +379,295 @@ fn closing_quote(s: &[u8]) -> usize {
     s.len()
 }
 
+/// A strict parser for the parts of RFC 8941 a Dictionary needs. Every `None` is a parse
+/// failure, which makes the caller ignore the whole field.
+mod sf {
+    /// A member's value, as far as the cache needs it: parameters are read and dropped.
+    #[derive(Debug, PartialEq)]
+    pub(super) enum Bare {
+        Integer(i64),
+        Decimal,
+        String(Vec<u8>),
+        Token,
+        Binary,
+        Boolean(bool),
+        InnerList,
+    }
+
+    pub(super) struct Parser<'a> {
+        input: &'a [u8],
+        pos: usize,
+    }
+
+    impl<'a> Parser<'a> {
+        pub(super) fn new(input: &'a [u8]) -> Self {
+            Self { input, pos: 0 }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.input.get(self.pos).copied()
+        }
+
+        pub(super) fn at_end(&self) -> bool {
+            self.pos == self.input.len()
+        }
+
+        pub(super) fn expect(&mut self, byte: u8) -> Option<()> {
+            (self.peek() == Some(byte)).then(|| self.pos += 1)
+        }
+
+        pub(super) fn skip_sp(&mut self) {
+            while self.peek() == Some(b' ') {
+                self.pos += 1;
+            }
+        }
+
+        pub(super) fn skip_ows(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t')) {
+                self.pos += 1;
+            }
+        }
+
+        /// §4.2.2: `key ( parameters / "=" member-value )`; a bare key is Boolean true.
+        pub(super) fn dict_member(&mut self) -> Option<(&'a [u8], Bare)> {
+            let key = self.key()?;
+            if self.peek() != Some(b'=') {
+                self.parameters()?;
+                return Some((key, Bare::Boolean(true)));
+            }
+            self.pos += 1;
+            let value = if self.peek() == Some(b'(') {
+                self.inner_list()?;
+                Bare::InnerList
+            } else {
+                let bare = self.bare_item()?;
+                self.parameters()?;
+                bare
+            };
+            Some((key, value))
+        }
+
+        /// §4.2.3.3: `( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" )`.
+        fn key(&mut self) -> Option<&'a [u8]> {
+            let start = self.pos;
+            if !matches!(self.peek(), Some(b'a'..=b'z' | b'*')) {
+                return None;
+            }
+            while matches!(
+                self.peek(),
+                Some(b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*')
+            ) {
+                self.pos += 1;
+            }
+            Some(&self.input[start..self.pos])
+        }
+
+        /// §4.2.3.2: `*( ";" *SP key [ "=" bare-item ] )`.
+        fn parameters(&mut self) -> Option<()> {
+            while self.peek() == Some(b';') {
+                self.pos += 1;
+                self.skip_sp();
+                self.key()?;
+                if self.peek() == Some(b'=') {
+                    self.pos += 1;
+                    self.bare_item()?;
+                }
+            }
+            Some(())
+        }
+
+        /// §4.2.1.2: `"(" *SP [ item *( 1*SP item ) *SP ] ")" parameters`.
+        fn inner_list(&mut self) -> Option<()> {
+            self.expect(b'(')?;
+            loop {
+                self.skip_sp();
+                if self.peek() == Some(b')') {
+                    self.pos += 1;
+                    return self.parameters();
+                }
+                self.bare_item()?;
+                self.parameters()?;
+                if !matches!(self.peek(), Some(b' ' | b')')) {
+                    return None;
+                }
+            }
+        }
+
+        /// §4.2.3.1.
+        fn bare_item(&mut self) -> Option<Bare> {
+            match self.peek()? {
+                b'-' | b'0'..=b'9' => self.number(),
+                b'"' => self.string(),
+                b':' => self.binary(),
+                b'?' => self.boolean(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'*' => {
+                    self.pos += 1;
+                    while self
+                        .peek()
+                        .is_some_and(|b| is_tchar(b) || b == b':' || b == b'/')
+                    {
+                        self.pos += 1;
+                    }
+                    Some(Bare::Token)
+                }
+                _ => None,
+            }
+        }
+
+        /// §4.2.4: at most 15 integer digits, or 12 and a fraction of 1 to 3.
+        fn number(&mut self) -> Option<Bare> {
+            let negative = self.expect(b'-').is_some();
+            let start = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.pos += 1;
+            }
+            let digits = &self.input[start..self.pos];
+            if digits.is_empty() {
+                return None;
+            }
+            if self.peek() != Some(b'.') {
+                if digits.len() > 15 {
+                    return None;
+                }
+                let n = digits
+                    .iter()
+                    .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+                return Some(Bare::Integer(if negative { -n } else { n }));
+            }
+            self.pos += 1;
+            let fraction = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.pos += 1;
+            }
+            let places = self.pos - fraction;
+            (digits.len() <= 12 && (1..=3).contains(&places)).then_some(Bare::Decimal)
+        }
+
+        /// §4.2.5: printable ASCII between quotes, `\"` and `\\` the only escapes.
+        fn string(&mut self) -> Option<Bare> {
+            self.expect(b'"')?;
+            let mut text = Vec::new();
+            loop {
+                let b = self.peek()?;
+                self.pos += 1;
+                match b {
+                    b'"' => return Some(Bare::String(text)),
+                    b'\\' => {
+                        let escaped = self.peek().filter(|b| matches!(b, b'"' | b'\\'))?;
+                        self.pos += 1;
+                        text.push(escaped);
+                    }
+                    0x20..=0x7e => text.push(b),
+                    _ => return None,
+                }
+            }
+        }
+
+        /// §4.2.7: base64 between colons.
+        fn binary(&mut self) -> Option<Bare> {
+            self.expect(b':')?;
+            while self
+                .peek()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            {
+                self.pos += 1;
+            }
+            self.expect(b':')?;
+            Some(Bare::Binary)
+        }
+
+        /// §4.2.8: `?0` or `?1`.
+        fn boolean(&mut self) -> Option<Bare> {
+            self.expect(b'?')?;
+            let value = match self.peek()? {
+                b'0' => false,
+                b'1' => true,
+                _ => return None,
+            };
+            self.pos += 1;
+            Some(Bare::Boolean(value))
+        }
+    }
+
+    /// RFC 9110 §5.6.2.
+    fn is_tchar(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn targeted(lines: &[&str]) -> Option<CacheControl> {
+        let name = HeaderName::from_static("cdn-cache-control");
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(name.clone(), HeaderValue::from_str(l).unwrap());
+        }
+        CacheControl::parse_targeted(&h, &name)
+    }
+
+    #[test]
+    fn targeted_fields_parse_as_dictionaries() {
+        // RFC 9213 §2.1: directives as Dictionary members, values mapped to their types.
+        let c = targeted(&["max-age=60, s-maxage=30;x=1, must-revalidate", "no-cache"]).unwrap();
+        assert_eq!((c.max_age, c.s_maxage), (Some(60), Some(30)));
+        assert!(c.must_revalidate && c.no_cache);
+        let c = targeted(&[r#"private="set-cookie, x-a", no-store=?0, ext=(a "b" 1.5)"#]).unwrap();
+        assert!(!c.private && !c.no_store);
+        assert_eq!(c.private_fields, vec!["set-cookie", "x-a"]);
+        assert!(targeted(&["private"]).unwrap().private);
+        // RFC 9213 §2.2: a valid, non-empty field is used even when it names nothing the
+        // cache implements: Cache-Control is then ignored.
+        assert_eq!(targeted(&["ext=1"]), Some(CacheControl::default()));
+        assert_eq!(
+            targeted(&["max-age=99999999999"]).unwrap().max_age,
+            Some(DELTA_SECONDS_MAX)
+        );
+    }
+
+    #[test]
+    fn a_targeted_field_that_does_not_parse_or_is_mistyped_is_ignored() {
+        // RFC 9213 §2.1, RFC 8941 §4.2: the whole field is ignored.
+        for bad in [
+            "",
+            " ",
+            "max-age=60,",
+            ",max-age=60",
+            "max-age=60 ,, private",
+            "Max-Age=60",
+            "max-age=\"60\"",
+            "max-age=6x",
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age",
+            "max-age=1234567890123456",
+            "no-store=1",
+            "private=tok",
+            "no-cache=(a)",
+            "max-age=60 private",
+            "x=\"unterminated",
+            "x=\"bad\\escape\"",
+            "x=?2",
+            "x=:abc",
+            "x=(1 2",
+            "x=(1,2)",
+            "x=1.2345",
+            "x=?",
+        ] {
+            assert_eq!(targeted(&[bad]), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_targeted_field_past_the_bound_fails_closed() {
+        let many = "x, ".repeat(MAX_DIRECTIVES) + "max-age=60";
+        assert!(targeted(&[&many]).is_some_and(|c| c.overflowed && c.max_age.is_none()));
+        let exactly = vec!["x"; MAX_DIRECTIVES - 1].join(", ") + ", max-age=60";
+        assert!(targeted(&[&exactly]).is_some_and(|c| !c.overflowed && c.max_age == Some(60)));
+    }
 
     fn cc(lines: &[&str]) -> CacheControl {
         let mut h = HeaderMap::new();

@@ -17,10 +17,12 @@ pub(crate) struct TtlRules {
     pub(crate) max: u64,
     pub(crate) heuristic_fraction: f64,
     pub(crate) heuristic_max: u64,
+    /// The error caching minimum TTL (0: off).
+    pub(crate) error_min: u64,
 }
 
-/// Status codes whose semantics this cache understands and can store (RFC 9111 §3,
-/// `must-understand` in §5.2.2.3). 206 is left out: partial content is never stored.
+/// Status codes whose semantics this cache understands (RFC 9111 §3, `must-understand` in
+/// §5.2.2.3). 206 is left out: partial content is never stored.
 pub(crate) fn understood_status(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
@@ -52,7 +54,13 @@ pub(crate) fn storable(
     if request_cc.no_store {
         return Err(NoStoreReason::RequestNoStore);
     }
-    if !understood_status(status) {
+    // §3: any final status may be stored; 1xx is interim. 206 and 304 only when the cache
+    // understands them, and this one combines no partial content and keeps no 304 as an
+    // answer of its own. With `must-understand`, only statuses it understands (§5.2.2.3).
+    if status.is_informational()
+        || matches!(status.as_u16(), 206 | 304)
+        || (response_cc.must_understand && !understood_status(status))
+    {
         return Err(NoStoreReason::Status);
     }
     // §5.2.2.3: must-understand with an understood status overrides no-store.
@@ -128,15 +136,37 @@ pub(crate) fn freshness_lifetime(
     Some(lifetime.clamp(rules.min, rules.max.max(rules.min)))
 }
 
+/// The freshness lifetime the edge stores a response for: [`freshness_lifetime`], except for
+/// an error (status 400 and up) without explicit freshness, which is kept for `error_ttl`
+/// (the error-caching TTL configured for its status, CloudFront's rule) or else for a
+/// heuristic where RFC 9111 §4.2.2 allows one (404, 405, 410, 414, 501 with a
+/// `Last-Modified`), never for a default TTL. `None`: not worth storing.
+pub(crate) fn stored_lifetime(
+    status: StatusCode,
+    cc: &CacheControl,
+    headers: &HeaderMap,
+    rules: &TtlRules,
+    error_ttl: Option<u64>,
+) -> Option<u64> {
+    if status.as_u16() < 400 || explicit_freshness(cc, headers) {
+        return freshness_lifetime(status, cc, headers, rules);
+    }
+    error_ttl.or_else(|| {
+        heuristic(status, cc, headers, rules)
+            .map(|lifetime| lifetime.clamp(rules.min, rules.max.max(rules.min)))
+    })
+}
+
 /// §4.2.2: a fraction of the time since Last-Modified, for heuristically cacheable statuses
-/// or responses marked `public`.
+/// or responses marked `public`; never for a status the cache does not understand (§3 lets
+/// such a response be stored only for its explicit freshness).
 fn heuristic(
     status: StatusCode,
     cc: &CacheControl,
     headers: &HeaderMap,
     rules: &TtlRules,
 ) -> Option<u64> {
-    if !(heuristically_cacheable(status) || cc.public) {
+    if !(heuristically_cacheable(status) || (cc.public && understood_status(status))) {
         return None;
     }
     let last_modified = http_date(headers.get(LAST_MODIFIED)?.as_bytes())?;
@@ -196,6 +226,7 @@ mod tests {
         max: 31_536_000,
         heuristic_fraction: 0.1,
         heuristic_max: 86_400,
+        error_min: 0,
     };
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -423,6 +454,75 @@ mod tests {
         assert!(with("max-age=60, private=\"x-a\""));
         let h = headers(&[("cache-control", "max-age=60")]);
         assert!(!stores_set_cookie(&CacheControl::parse(&h), &h));
+    }
+
+    #[test]
+    fn any_final_status_may_be_stored_for_explicit_freshness() {
+        // RFC 9111 §3: the status must be final; understood only for 206, 304 and
+        // must-understand.
+        let explicit = [("cache-control", "max-age=60")];
+        for status in [200, 299, 302, 418, 499, 599] {
+            assert_eq!(store(&[], status, &explicit), Ok(()), "{status}");
+        }
+        for status in [100, 101, 103, 206, 304] {
+            assert_eq!(
+                store(&[], status, &explicit),
+                Err(NoStoreReason::Status),
+                "{status}"
+            );
+        }
+        let heuristic = [("last-modified", DATE_0), ("date", DATE_100)];
+        assert_eq!(store(&[], 299, &heuristic), Err(NoStoreReason::NoFreshness));
+    }
+
+    #[test]
+    fn unknown_statuses_get_no_heuristic_even_when_public() {
+        // §4.2.2 via §3: heuristics are for heuristically cacheable statuses (or `public`
+        // with a status the cache understands).
+        let p = [
+            ("cache-control", "public"),
+            ("date", "Sun, 06 Nov 1994 09:06:17 GMT"),
+            ("last-modified", DATE_0),
+        ];
+        assert_eq!(lifetime(200, &p, &RFC), Some(100));
+        assert_eq!(lifetime(302, &p, &RFC), Some(100));
+        assert_eq!(lifetime(299, &p, &RFC), None);
+        assert_eq!(lifetime(599, &p, &RFC), None);
+    }
+
+    fn stored(status: u16, pairs: &[(&str, &str)], error_ttl: Option<u64>) -> Option<u64> {
+        let h = headers(pairs);
+        let status = StatusCode::from_u16(status).unwrap();
+        stored_lifetime(status, &CacheControl::parse(&h), &h, &RFC, error_ttl)
+    }
+
+    #[test]
+    fn errors_without_freshness_get_the_error_ttl_else_a_heuristic_never_the_default() {
+        let lm = [
+            ("date", "Sun, 06 Nov 1994 09:06:17 GMT"),
+            ("last-modified", DATE_0),
+        ];
+        // RFC 9110 §15.1: 404, 405, 410, 414, 501 are heuristically cacheable.
+        for status in [404, 405, 410, 414, 501] {
+            assert_eq!(stored(status, &lm, None), Some(100), "{status}");
+            assert_eq!(stored(status, &lm, Some(10)), Some(10), "{status}");
+        }
+        assert_eq!(stored(503, &lm, None), None);
+        assert_eq!(stored(503, &[], Some(10)), Some(10));
+        assert_eq!(stored(404, &[], None), None);
+        let with_default = TtlRules {
+            default: 3_600,
+            ..RFC
+        };
+        let h = HeaderMap::new();
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let cc = CacheControl::default();
+        assert_eq!(stored_lifetime(status, &cc, &h, &with_default, None), None);
+        // Explicit freshness wins over the error TTL.
+        assert_eq!(
+            stored(503, &[("cache-control", "max-age=5")], Some(10)),
+            Some(5)
+        );
     }
 
     #[test]

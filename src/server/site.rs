@@ -122,6 +122,8 @@ pub(crate) struct BehaviorToml {
     default_ttl: Option<Duration>,
     #[serde(deserialize_with = "de_duration")]
     max_ttl: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    error_caching_min_ttl: Option<Duration>,
     allowed_methods: Option<MethodsName>,
     compress: Option<bool>,
     set_cookie: Option<SetCookieName>,
@@ -684,6 +686,9 @@ impl Context<'_> {
         }
         if let Some(ttl) = toml.max_ttl {
             policy = policy.max_ttl(ttl);
+        }
+        if let Some(ttl) = toml.error_caching_min_ttl {
+            policy = policy.error_caching_min_ttl(ttl);
         }
         behavior = behavior.cache_policy(policy);
         behavior = behavior.allowed_methods(
