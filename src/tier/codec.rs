@@ -1,22 +1,34 @@
 //! The shared tier's binary format: stored objects and `Vary` records as Redis values.
 //!
-//! Every value starts with the magic `TCDN`, a format version and a kind byte. Integers are
-//! little-endian; strings and byte runs carry their length first. Decoding checks every
-//! length against what is left, every field name and value, the status and the times, and
-//! returns an error for anything else (a wrong magic, another version, trailing bytes), never
-//! a panic: a value that does not decode is a miss.
+//! Every value starts with the magic `TCDN`, a format version and a kind byte, and ends with
+//! a checksum: the xxh3-64 hash of every byte before it. Integers are little-endian; strings
+//! and byte runs carry their length first.
+//!
+//! Decoding reads the magic and the version (they say where the checksum is), then checks the
+//! checksum before it parses anything else: a value that was torn, truncated or had any byte
+//! changed after it was written is refused as a whole, and is a miss, never another object
+//! to serve. The checksum guards against corruption, not against an attacker: xxh3 is fast but
+//! not keyed, and anyone who can write to the Redis server can write a value whose checksum
+//! matches. Past the checksum, decoding still checks every length against what is left, every
+//! field name and value, the status and the times, and returns an error for anything else
+//! (another kind, trailing bytes), never a panic: a value that does not decode is a miss.
+//! Bodies are slices of the value, not copies.
 //!
 //! ```text
-//! value   = "TCDN" version:u8 kind:u8 (object | vary)
-//! object  = status:u16 response_time:(secs:u64 nanos:u32) corrected_initial_age:u64
-//!           freshness_lifetime:u64 flags:u8 stale_while_revalidate:u64 stale_if_error:u64
-//!           coding:u8 host:str32 path:str32 fields body:bytes32
-//!           variant_count:u8 (encoding:u8 fields body:bytes32)*
-//! fields  = count:u32 (name:bytes16 value:bytes32)*
-//! vary    = epoch:u64 count:u16 name:bytes16*
-//! flags   = bit 0 no-cache, bit 1 no stale reuse, bit 2 compressible
-//! coding  = 0 identity, 1 gzip, 2 br, 3 zstd, 4 opaque (a coding the edge cannot undo)
+//! value    = "TCDN" version:u8 kind:u8 (object | vary) checksum:u64
+//! checksum = xxh3-64 of every byte of the value before it
+//! object   = status:u16 response_time:(secs:u64 nanos:u32) corrected_initial_age:u64
+//!            freshness_lifetime:u64 flags:u8 stale_while_revalidate:u64 stale_if_error:u64
+//!            coding:u8 host:str32 path:str32 fields body:bytes32
+//!            variant_count:u8 (encoding:u8 fields body:bytes32)*
+//! fields   = count:u32 (name:bytes16 value:bytes32)*
+//! vary     = epoch:u64 count:u16 name:bytes16*
+//! flags    = bit 0 no-cache, bit 1 no stale reuse, bit 2 compressible
+//! coding   = 0 identity, 1 gzip, 2 br, 3 zstd, 4 opaque (a coding the edge cannot undo)
 //! ```
+//!
+//! Version 1 had no checksum; its values, like those of any other version, are refused as
+//! [`DecodeError::Version`].
 
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,6 +36,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::{BufMut, Bytes};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::encoding::Encoding;
 use crate::entry::{weigh, Coding, Object, ReuseRules, Variant, VaryRecord};
@@ -31,7 +44,12 @@ use crate::entry::{weigh, Coding, Object, ReuseRules, Variant, VaryRecord};
 /// The first bytes of every value.
 pub(crate) const MAGIC: [u8; 4] = *b"TCDN";
 /// The format version written; values of other versions are misses.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
+
+/// The bytes before the value proper: the magic, the version and the kind.
+const HEAD_LEN: usize = 6;
+/// The checksum's length, at the end of every value.
+const CHECKSUM_LEN: usize = 8;
 
 const KIND_OBJECT: u8 = 1;
 const KIND_VARY: u8 = 2;
@@ -56,11 +74,14 @@ pub(crate) enum DecodeError {
     Version(u8),
     /// An unknown kind of value.
     Kind(u8),
-    /// A length runs past the end of the value.
+    /// A length runs past the end of the value, or the value is too short to hold a head
+    /// and a checksum.
     Truncated,
+    /// The checksum does not match the bytes before it: the value is corrupt or torn.
+    Checksum,
     /// A field that is not valid.
     Invalid(&'static str),
-    /// Bytes left over after the value.
+    /// Bytes left over between the end of the value and its checksum.
     Trailing,
 }
 
@@ -71,8 +92,11 @@ impl fmt::Display for DecodeError {
             DecodeError::Version(v) => write!(f, "format version {v}, expected {VERSION}"),
             DecodeError::Kind(k) => write!(f, "unknown value kind {k}"),
             DecodeError::Truncated => f.write_str("value truncated"),
+            DecodeError::Checksum => f.write_str("checksum mismatch: value corrupt or torn"),
             DecodeError::Invalid(what) => write!(f, "invalid {what}"),
-            DecodeError::Trailing => f.write_str("bytes after the end of the value"),
+            DecodeError::Trailing => {
+                f.write_str("bytes between the end of the value and its checksum")
+            }
         }
     }
 }
@@ -138,6 +162,12 @@ fn put_head(out: &mut Vec<u8>, kind: u8) {
     out.put_u8(kind);
 }
 
+/// Appends the checksum of everything written so far; the last write of every value.
+fn seal(out: &mut Vec<u8>) {
+    let sum = xxh3_64(out);
+    out.put_u64_le(sum);
+}
+
 /// Encodes an object, or `None` when its body is larger than `max_body` bytes (or its
 /// response time predates 1970). Other codings are kept only while the body and every
 /// coding together stay within `max_body`; a reader makes them again on demand.
@@ -155,7 +185,7 @@ pub(crate) fn encode_object(obj: &Object, max_body: usize) -> Option<Vec<u8>> {
         }
         variants.push(v);
     }
-    let len = 6
+    let len = HEAD_LEN
         + 2
         + 12
         + 16
@@ -172,7 +202,8 @@ pub(crate) fn encode_object(obj: &Object, max_body: usize) -> Option<Vec<u8>> {
         + variants
             .iter()
             .map(|v| 5 + fields_len(&v.headers) + v.body.len())
-            .sum::<usize>();
+            .sum::<usize>()
+        + CHECKSUM_LEN;
     let mut out = Vec::with_capacity(len);
     put_head(&mut out, KIND_OBJECT);
     out.put_u16_le(obj.status.as_u16());
@@ -204,6 +235,7 @@ pub(crate) fn encode_object(obj: &Object, max_body: usize) -> Option<Vec<u8>> {
         put_fields(&mut out, &v.headers)?;
         put_bytes32(&mut out, &v.body)?;
     }
+    seal(&mut out);
     debug_assert_eq!(out.len(), len);
     Some(out)
 }
@@ -211,7 +243,7 @@ pub(crate) fn encode_object(obj: &Object, max_body: usize) -> Option<Vec<u8>> {
 /// Encodes a `Vary` record.
 pub(crate) fn encode_vary(record: &VaryRecord) -> Vec<u8> {
     let names: usize = record.names.iter().map(|n| 2 + n.as_str().len()).sum();
-    let mut out = Vec::with_capacity(6 + 8 + 2 + names);
+    let mut out = Vec::with_capacity(HEAD_LEN + 8 + 2 + names + CHECKSUM_LEN);
     put_head(&mut out, KIND_VARY);
     out.put_u64_le(record.epoch);
     // A response's `Vary` is bounded far below this by the header size limits.
@@ -223,19 +255,38 @@ pub(crate) fn encode_vary(record: &VaryRecord) -> Vec<u8> {
         out.put_u16_le(len as u16);
         out.put_slice(&name[..len]);
     }
+    seal(&mut out);
     out
 }
 
 /// Decodes a value. Bodies are slices of `value`, not copies.
+///
+/// The magic and the version are read first; then the checksum is checked against every byte
+/// before it, and only a value whose checksum matches is parsed further.
 pub(crate) fn decode(value: Bytes) -> Result<Decoded, DecodeError> {
-    let mut r = Reader { buf: value, pos: 0 };
-    if r.take(4)? != MAGIC {
+    if value.get(..MAGIC.len()).ok_or(DecodeError::Truncated)? != MAGIC {
         return Err(DecodeError::Magic);
     }
-    match r.u8()? {
+    match *value.get(MAGIC.len()).ok_or(DecodeError::Truncated)? {
         VERSION => {}
         other => return Err(DecodeError::Version(other)),
     }
+    let end = value
+        .len()
+        .checked_sub(CHECKSUM_LEN)
+        .filter(|&end| end >= HEAD_LEN)
+        .ok_or(DecodeError::Truncated)?;
+    let (sealed, sum) = value.split_at(end);
+    let sum = u64::from_le_bytes(sum.try_into().map_err(|_| DecodeError::Truncated)?);
+    if xxh3_64(sealed) != sum {
+        return Err(DecodeError::Checksum);
+    }
+    // A slice shares `value`'s buffer: bodies cut from it are still slices of `value`.
+    let mut r = Reader {
+        buf: value.slice(..end),
+        // The kind, after the magic and the version.
+        pos: MAGIC.len() + 1,
+    };
     let decoded = match r.u8()? {
         KIND_OBJECT => Decoded::Object(Box::new(r.object()?)),
         KIND_VARY => Decoded::Vary(r.vary()?),
@@ -530,26 +581,125 @@ mod tests {
         assert_eq!(decoded.weight, weigh(&obj.headers, &obj.body, 13));
     }
 
+    /// `bytes` with the checksum of all of them appended.
+    fn sealed(mut bytes: Vec<u8>) -> Vec<u8> {
+        seal(&mut bytes);
+        bytes
+    }
+
+    /// A value edited by a test, with its checksum made again over the edited bytes, so the
+    /// value reaches the check the test is about instead of being refused as corrupt.
+    fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+        bytes.truncate(bytes.len() - CHECKSUM_LEN);
+        sealed(bytes)
+    }
+
+    fn decode_err(bytes: Vec<u8>) -> DecodeError {
+        decode(Bytes::from(bytes)).unwrap_err()
+    }
+
+    /// The error a value with one byte changed at `at` (and its checksum left as written) is
+    /// refused with: the magic and the version are read before the checksum, everything else
+    /// is covered by it.
+    fn refusal_of_a_change_at(at: usize, changed: &[u8]) -> DecodeError {
+        match at {
+            0..4 => DecodeError::Magic,
+            4 => DecodeError::Version(changed[4]),
+            _ => DecodeError::Checksum,
+        }
+    }
+
     #[test]
     fn other_versions_kinds_and_magics_are_refused() {
-        let mut bytes = encode_object(&object(), 1 << 20).unwrap();
-        bytes[4] = VERSION + 1;
+        let bytes = encode_object(&object(), 1 << 20).unwrap();
+        // Another version is refused before its checksum is looked at, whatever it holds.
+        let mut other = bytes.clone();
+        other[4] = VERSION + 1;
+        assert_eq!(decode_err(other.clone()), DecodeError::Version(VERSION + 1));
+        assert_eq!(decode_err(reseal(other)), DecodeError::Version(VERSION + 1));
+        // A value of version 1 (the same fields, no checksum), and the value
+        // tests/shared_tier.rs plants in Redis.
+        let mut v1 = bytes[..bytes.len() - CHECKSUM_LEN].to_vec();
+        v1[4] = 1;
+        assert_eq!(decode_err(v1), DecodeError::Version(1));
         assert_eq!(
-            decode(Bytes::from(bytes.clone())).unwrap_err(),
-            DecodeError::Version(VERSION + 1)
+            decode(Bytes::from_static(b"TCDN\x01\x01 not an object")).unwrap_err(),
+            DecodeError::Version(1)
         );
-        bytes[4] = VERSION;
-        bytes[5] = 9;
-        assert_eq!(
-            decode(Bytes::from(bytes.clone())).unwrap_err(),
-            DecodeError::Kind(9)
-        );
-        bytes[0] = b'X';
-        assert_eq!(decode(Bytes::from(bytes)).unwrap_err(), DecodeError::Magic);
+        // An unknown kind: the checksum no longer matches; sealed again, the kind is refused.
+        let mut kind = bytes.clone();
+        kind[5] = 9;
+        assert_eq!(decode_err(kind.clone()), DecodeError::Checksum);
+        assert_eq!(decode_err(reseal(kind)), DecodeError::Kind(9));
+        let mut magic = bytes;
+        magic[0] = b'X';
+        assert_eq!(decode_err(reseal(magic)), DecodeError::Magic);
         assert_eq!(
             decode(Bytes::from_static(b"")).unwrap_err(),
             DecodeError::Truncated
         );
+        // Too short to hold a head and a checksum.
+        assert_eq!(decode_err(b"TCDN\x02\x01".to_vec()), DecodeError::Truncated);
+        assert_eq!(
+            decode_err(sealed(b"TCDN\x02".to_vec())),
+            DecodeError::Truncated
+        );
+    }
+
+    // A torn or corrupt value is never served: any change the checksum covers is refused
+    // before the value is parsed.
+    #[test]
+    fn corrupt_and_torn_values_are_refused_by_the_checksum() {
+        let obj = object();
+        let bytes = encode_object(&obj, 1 << 20).unwrap();
+        let at = bytes
+            .windows(obj.body.len())
+            .position(|w| w == &obj.body[..])
+            .unwrap();
+        let mut body = bytes.clone();
+        body[at] = b'j';
+        assert_eq!(decode_err(body), DecodeError::Checksum);
+        // The checksum itself changed.
+        let mut sum = bytes.clone();
+        *sum.last_mut().unwrap() ^= 0x80;
+        assert_eq!(decode_err(sum), DecodeError::Checksum);
+        // A value torn between two writes of the same length: the head of one, the tail of
+        // the other.
+        let other = Object {
+            body: Bytes::from_static(b"HELLO, SHARED TIER"),
+            ..object()
+        };
+        let other = encode_object(&other, 1 << 20).unwrap();
+        assert_eq!(other.len(), bytes.len());
+        let mut torn = bytes[..at + 4].to_vec();
+        torn.extend_from_slice(&other[at + 4..]);
+        assert_eq!(decode_err(torn), DecodeError::Checksum);
+        // A flip in a `Vary` record's names or epoch.
+        let record = encode_vary(&VaryRecord {
+            names: vec![HeaderName::from_static("accept-language")],
+            epoch: 3,
+        });
+        for at in HEAD_LEN..record.len() {
+            let mut flipped = record.clone();
+            flipped[at] ^= 0x20;
+            assert_eq!(decode_err(flipped), DecodeError::Checksum, "at {at}");
+        }
+    }
+
+    // Decoding copies no body: the body and every coding's body are slices of the value.
+    #[test]
+    fn bodies_are_slices_of_the_value() {
+        let value = Bytes::from(encode_object(&object(), 1 << 20).unwrap());
+        let range = value.as_ptr_range();
+        let Ok(Decoded::Object(obj)) = decode(value.clone()) else {
+            panic!("expected an object");
+        };
+        assert_eq!(obj.variants.len(), 1);
+        for body in std::iter::once(&obj.body).chain(obj.variants.iter().map(|v| &v.body)) {
+            assert!(!body.is_empty());
+            let body = body.as_ptr_range();
+            assert!(range.start <= body.start && body.end <= range.end);
+        }
     }
 
     #[test]
@@ -561,12 +711,23 @@ mod tests {
                 "a value cut at {len} bytes decoded"
             );
         }
-        let mut padded = bytes;
+        // Cut values whose checksum matches still end too early for the parser.
+        let unsealed = &bytes[..bytes.len() - CHECKSUM_LEN];
+        for len in HEAD_LEN..unsealed.len() {
+            assert_eq!(
+                decode_err(sealed(unsealed[..len].to_vec())),
+                DecodeError::Truncated,
+                "a sealed value cut at {len} bytes"
+            );
+        }
+        // A byte after the checksum moves where the checksum is read from.
+        let mut padded = bytes.clone();
         padded.push(0);
-        assert_eq!(
-            decode(Bytes::from(padded)).unwrap_err(),
-            DecodeError::Trailing
-        );
+        assert_eq!(decode_err(padded), DecodeError::Checksum);
+        // A byte after the value and before its checksum, sealed: trailing bytes.
+        let mut padded = unsealed.to_vec();
+        padded.push(0);
+        assert_eq!(decode_err(sealed(padded)), DecodeError::Trailing);
     }
 
     #[test]
@@ -576,25 +737,20 @@ mod tests {
         // The status: 6 bytes of head, then the u16.
         let mut bad = bytes.clone();
         bad[6..8].copy_from_slice(&1000u16.to_le_bytes());
-        assert_eq!(
-            decode(Bytes::from(bad)).unwrap_err(),
-            DecodeError::Invalid("status")
-        );
+        assert_eq!(decode_err(bad.clone()), DecodeError::Checksum);
+        assert_eq!(decode_err(reseal(bad)), DecodeError::Invalid("status"));
         // Nanoseconds past a second.
         let mut bad = bytes.clone();
         bad[16..20].copy_from_slice(&1_000_000_000u32.to_le_bytes());
         assert_eq!(
-            decode(Bytes::from(bad)).unwrap_err(),
+            decode_err(reseal(bad)),
             DecodeError::Invalid("response time")
         );
         // A field value with a newline in it.
         let at = bytes.windows(4).position(|w| w == b"\"v1\"").unwrap();
         let mut bad = bytes;
         bad[at] = b'\n';
-        assert_eq!(
-            decode(Bytes::from(bad)).unwrap_err(),
-            DecodeError::Invalid("field value")
-        );
+        assert_eq!(decode_err(reseal(bad)), DecodeError::Invalid("field value"));
     }
 
     #[test]
@@ -603,10 +759,7 @@ mod tests {
         put_head(&mut bytes, KIND_VARY);
         bytes.put_u64_le(1);
         bytes.put_u16_le(u16::MAX);
-        assert_eq!(
-            decode(Bytes::from(bytes)).unwrap_err(),
-            DecodeError::Truncated
-        );
+        assert_eq!(decode_err(sealed(bytes)), DecodeError::Truncated);
     }
 
     // A `Vary` record is written only for a response that names fields (RFC 9110 §12.5.5);
@@ -618,7 +771,7 @@ mod tests {
         bytes.put_u64_le(7);
         bytes.put_u16_le(0);
         assert_eq!(
-            decode(Bytes::from(bytes)).unwrap_err(),
+            decode_err(sealed(bytes)),
             DecodeError::Invalid("vary record without names")
         );
     }
@@ -818,38 +971,68 @@ mod tests {
         }
     }
 
-    // Every single-bit flip of a value is refused, or decodes to an object that differs from
-    // the original in at most the one part the flipped byte belongs to (a flip of a field
-    // name's case decodes to the same object: names are case-insensitive). A flip in the
-    // magic, version or kind is always refused.
+    // Every single-bit flip anywhere in a value is refused: in the magic or the version by
+    // those checks, anywhere else (the kind, a number, a field, the host, path or a body, the
+    // checksum itself) by the checksum.
     #[test]
-    fn every_bit_flip_is_refused_or_touches_one_part() {
+    fn every_bit_flip_is_refused() {
+        let record = VaryRecord {
+            names: vec![
+                HeaderName::from_static("accept-language"),
+                HeaderName::from_static("x-device"),
+            ],
+            epoch: 0xdead_beef_0000_0001,
+        };
+        for bytes in [
+            encode_object(&object(), 1 << 20).unwrap(),
+            encode_vary(&record),
+        ] {
+            for at in 0..bytes.len() {
+                for bit in 0..8 {
+                    let mut flipped = bytes.clone();
+                    flipped[at] ^= 1 << bit;
+                    let expected = refusal_of_a_change_at(at, &flipped);
+                    assert_eq!(
+                        decode(Bytes::from(flipped)).err(),
+                        Some(expected),
+                        "flip at {at}.{bit}"
+                    );
+                }
+            }
+        }
+    }
+
+    // Behind a matching checksum (a value sealed again after the flip, as a faulty writer
+    // would), every single-bit flip is refused, or decodes to an object that differs from the
+    // original in at most the one part the flipped byte belongs to (a flip of a field name's
+    // case decodes to the same object: names are case-insensitive). A flip in the magic,
+    // version or kind is always refused.
+    #[test]
+    fn every_resealed_bit_flip_is_refused_or_touches_one_part() {
         let obj = object();
         let bytes = encode_object(&obj, 1 << 20).unwrap();
         let mut decoded = 0;
-        for at in 0..bytes.len() {
+        for at in 0..bytes.len() - CHECKSUM_LEN {
             for bit in 0..8 {
                 let mut flipped = bytes.clone();
                 flipped[at] ^= 1 << bit;
-                let Some(other) = decode_stably(&flipped).unwrap() else {
+                let Some(other) = decode_stably(&reseal(flipped)).unwrap() else {
                     continue;
                 };
                 decoded += 1;
-                assert!(at >= 6, "a flip in the head at {at} decoded");
+                assert!(at >= HEAD_LEN, "a flip in the head at {at} decoded");
                 let differs = differences(&obj, &other);
                 assert!(differs.len() <= 1, "flip at {at}.{bit} changed {differs:?}");
             }
         }
-        // Flips inside the body, values and numbers do decode: see the ignored test below.
+        // Flips inside the body, values and numbers parse: only the checksum refuses them.
         assert!(decoded > 0);
     }
 
-    // A value of format version 1 carries no checksum, so a flipped byte inside a body, a
-    // field value, the host or path, or a number decodes to another valid object (a
-    // corrupted or tampered Redis value is served). The property asked of the shared tier
-    // is that it never does.
+    // Format version 1 carried no checksum, so a flipped byte inside a body, a field value,
+    // the host or path, or a number decoded to another valid object (a corrupted Redis value
+    // was served). The property asked of the shared tier is that it never does.
     #[test]
-    #[ignore = "format v1 has no integrity check: a flipped body byte decodes to another valid object"]
     fn a_flipped_body_byte_never_decodes_to_another_object() {
         let obj = object();
         let bytes = encode_object(&obj, 1 << 20).unwrap();
@@ -859,8 +1042,9 @@ mod tests {
             .unwrap();
         let mut flipped = bytes;
         flipped[at] ^= 1;
-        assert!(
-            decode(Bytes::from(flipped)).is_err(),
+        assert_eq!(
+            decode(Bytes::from(flipped)).err(),
+            Some(DecodeError::Checksum),
             "a value with a flipped body byte decoded"
         );
     }
@@ -890,7 +1074,9 @@ mod tests {
             }
         }
 
-        // Every strict prefix of a value is refused, and so is a value with bytes after it.
+        // Every strict prefix of a value is refused, and so is a value with bytes after it:
+        // after the checksum (the checksum no longer matches) or, sealed again, between the
+        // value and its checksum (trailing bytes).
         #[test]
         fn truncated_or_padded_values_are_errors(
             obj in arb_object(),
@@ -906,14 +1092,19 @@ mod tests {
                 }
                 let mut padded = bytes.clone();
                 padded.extend_from_slice(&pad);
-                prop_assert_eq!(decode(Bytes::from(padded)).unwrap_err(), DecodeError::Trailing);
+                prop_assert_eq!(decode_err(padded), DecodeError::Checksum);
+                let mut padded = bytes[..bytes.len() - CHECKSUM_LEN].to_vec();
+                padded.extend_from_slice(&pad);
+                prop_assert_eq!(decode_err(sealed(padded)), DecodeError::Trailing);
             }
         }
 
-        // A flipped bit never panics; whatever decodes has one normal form (decode, encode,
-        // decode gives the same object), and a flip in the magic, version or kind is refused.
+        // A single-bit flip anywhere in an arbitrary object or `Vary` record is refused (the
+        // checksum covers all but the magic and version, which are checked on their own).
+        // Sealed again after the flip, it never panics, whatever decodes has one normal form
+        // (decode, encode, decode gives the same object), and a flip in the head is refused.
         #[test]
-        fn flipped_bits_are_refused_or_decode_stably(
+        fn flipped_bits_anywhere_are_refused(
             obj in arb_object(),
             record in arb_vary(),
             at in any::<prop::sample::Index>(),
@@ -923,34 +1114,59 @@ mod tests {
                 let at = at.index(bytes.len());
                 let mut flipped = bytes.clone();
                 flipped[at] ^= 1 << bit;
-                let decodes = decode(Bytes::copy_from_slice(&flipped)).is_ok();
-                decode_stably(&flipped)?;
-                prop_assert!(at >= 6 || !decodes, "a flip in the head at {} decoded", at);
+                let expected = refusal_of_a_change_at(at, &flipped);
+                prop_assert_eq!(decode(Bytes::copy_from_slice(&flipped)).err(), Some(expected));
+                if at < bytes.len() - CHECKSUM_LEN {
+                    let resealed = reseal(flipped);
+                    let decodes = decode(Bytes::copy_from_slice(&resealed)).is_ok();
+                    decode_stably(&resealed)?;
+                    prop_assert!(at >= HEAD_LEN || !decodes, "a flip in the head at {} decoded", at);
+                }
             }
         }
 
+        // Arbitrary bytes never panic, sealed or not; without the magic nothing decodes, and
+        // with the magic and version but no matching checksum nothing does either.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut value = MAGIC.to_vec();
             value.push(VERSION);
             value.extend_from_slice(&bytes);
             decode_stably(&value)?;
+            decode_stably(&sealed(value.clone()))?;
             decode_stably(&bytes)?;
             // Without the magic, nothing decodes.
             if !bytes.starts_with(&MAGIC) {
                 prop_assert!(decode(Bytes::from(bytes)).is_err());
             }
+            if value.len() >= HEAD_LEN + CHECKSUM_LEN {
+                let (sealed, sum) = value.split_at(value.len() - CHECKSUM_LEN);
+                if xxh3_64(sealed).to_le_bytes() != sum {
+                    prop_assert_eq!(decode_err(value), DecodeError::Checksum);
+                }
+            }
         }
 
+        // A byte set to any other value is refused; sealed again, it never panics and decodes,
+        // if at all, to an object that differs in at most one part.
         #[test]
-        fn flipped_bytes_never_panic(at in any::<prop::sample::Index>(), to in any::<u8>()) {
+        fn changed_bytes_are_refused(at in any::<prop::sample::Index>(), to in any::<u8>()) {
             let original = object();
-            let mut bytes = encode_object(&original, 1 << 20).unwrap();
+            let bytes = encode_object(&original, 1 << 20).unwrap();
             let at = at.index(bytes.len());
-            bytes[at] = to;
-            if let Some(other) = decode_stably(&bytes)? {
-                let differs = differences(&original, &other);
-                prop_assert!(differs.len() <= 1, "changed {:?}", differs);
+            let mut changed = bytes.clone();
+            changed[at] = to;
+            if changed == bytes {
+                prop_assert!(decode(Bytes::from(changed)).is_ok());
+                return Ok(());
+            }
+            let expected = refusal_of_a_change_at(at, &changed);
+            prop_assert_eq!(decode(Bytes::copy_from_slice(&changed)).err(), Some(expected));
+            if at < bytes.len() - CHECKSUM_LEN {
+                if let Some(other) = decode_stably(&reseal(changed))? {
+                    let differs = differences(&original, &other);
+                    prop_assert!(differs.len() <= 1, "changed {:?}", differs);
+                }
             }
         }
     }

@@ -256,7 +256,7 @@ pub struct TierStats {
     pub misses: u64,
     /// Redis calls that failed or timed out.
     pub errors: u64,
-    /// Values in Redis that did not decode (corrupt, or another format version): misses.
+    /// Values in Redis that did not decode (checksum mismatch, another format version): misses.
     pub corrupt: u64,
     /// Objects written through to Redis.
     pub writes: u64,
