@@ -294,26 +294,23 @@ fn is_normal(path: &str) -> Result<bool, Refusal> {
                 i += 3;
                 continue;
             }
-            b'/' => {
-                let segment = &bytes[i + 1..];
-                let end = segment
-                    .iter()
-                    .position(|&b| b == b'/')
-                    .unwrap_or(segment.len());
-                let segment = &segment[..end];
-                // Empty (a `//`, or not the last one), `.` or `..`: not normal.
-                if (segment.is_empty() && i + 1 < bytes.len())
-                    || segment == b"."
-                    || segment == b".."
-                {
-                    normal = false;
-                }
-                if let Ok(s) = std::str::from_utf8(segment) {
-                    if is_dot_with_parameters(s) {
+            b'/' => match &bytes[i + 1..] {
+                // An empty segment that is not the last one: `//`.
+                [b'/', ..] => normal = false,
+                // Only a segment starting with `.` can be a dot segment: the others are not
+                // looked at again.
+                rest @ [b'.', ..] => {
+                    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+                    let segment = &rest[..end];
+                    if segment == b"." || segment == b".." {
+                        normal = false;
+                    }
+                    if segment.starts_with(b".;") || segment.starts_with(b"..;") {
                         return Err(Refusal::DotSegmentParameters);
                     }
                 }
-            }
+                _ => {}
+            },
             _ => {}
         }
         i += 1;
@@ -404,6 +401,11 @@ const VIEWER_FIELDS: [&str; 11] = [
 /// fields, which the edge sets itself.
 pub(crate) fn is_viewer_field(name: &HeaderName) -> bool {
     let name = name.as_str();
+    // Every such name starts with one of these letters: the usual request fields are passed
+    // over at the first byte.
+    if !matches!(name.as_bytes().first(), Some(b'x' | b'c' | b'f' | b't')) {
+        return false;
+    }
     name.starts_with("x-forwarded-")
         || name.starts_with("cloudfront-")
         || VIEWER_FIELDS.contains(&name)
@@ -695,6 +697,19 @@ mod tests {
         assert_eq!(admit_request(&mut req), Err(Refusal::ConnectionOptions));
         let list = vec!["x"; MAX_CONNECTION_OPTIONS].join(", ");
         assert!(admit_request(&mut request("/", &[("connection", &list)])).is_ok());
+    }
+
+    #[test]
+    fn every_viewer_field_passes_the_first_byte_check() {
+        for name in VIEWER_FIELDS {
+            assert!(is_viewer_field(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["x-forwarded-port", "cloudfront-viewer-country"] {
+            assert!(is_viewer_field(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["accept", "cookie", "host", "user-agent", "te"] {
+            assert!(!is_viewer_field(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

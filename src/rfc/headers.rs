@@ -50,6 +50,12 @@ pub(crate) fn connection_options(headers: &HeaderMap, limit: usize) -> usize {
 /// message: every field goes (as [`is_hop_by_hop`](super::conditional::is_hop_by_hop) decides for a 304). Allocates nothing
 /// unless `Connection` has several lines.
 pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    // Most messages carry none: one pass over the names present (standard names compare as
+    // tags) instead of a hashed removal per hop-by-hop name.
+    let hop_by_hop = |name: &HeaderName| *name == header::CONNECTION || HOP_BY_HOP.contains(name);
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
     if connection_options(headers, MAX_CONNECTION_OPTIONS) > MAX_CONNECTION_OPTIONS {
         headers.clear();
         return;
