@@ -273,14 +273,24 @@ async fn a_purge_racing_a_slow_fill_never_lets_the_old_body_survive() {
             response(&[("cache-control", "max-age=600")], format!("v{n}"))
         }
     });
-    let layer = CdnLayer::new();
+    // Followers wait up to a minute for a fill: a request that joined the old fill would
+    // still be waiting when the 5 s bound below runs out (the clock is paused and advances
+    // only while every task waits).
+    let layer = CdnLayer::builder()
+        .collapse_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let svc = layer.clone().layer(origin);
     let slow = tokio::spawn(svc.clone().oneshot(get("/a", &[])));
     eventually("the origin request", || seen.calls() > 0).await;
     version.store(2, std::sync::atomic::Ordering::SeqCst);
     layer.purge(&Purge::path("/a"));
     // After the purge returns, a new request does not join the old fill.
-    assert_eq!(send(&svc, get("/a", &[])).await.body, "v2");
+    let after = tokio::time::timeout(Duration::from_secs(5), send(&svc, get("/a", &[])))
+        .await
+        .expect("the request after the purge joined the fill from before it");
+    assert_eq!(after.body, "v2");
+    assert!(!after.header("cache-status").contains("collapsed"));
     release.notify_waiters();
     let old = slow.await.unwrap().unwrap();
     let old = http_body_util::BodyExt::collect(old.into_body())
