@@ -253,6 +253,47 @@ fn withhold(headers: &mut HeaderMap, cc: &CacheControl, set_cookie: bool) -> Hea
 }
 
 impl Fetch {
+    /// A trip to the origin for `key` (under `primary`'s `Vary` record), leading no flight
+    /// and with no stale object to revalidate; the purge generation is read now, and again
+    /// when the request leaves.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        route: Arc<Route>,
+        primary: CacheKey,
+        key: CacheKey,
+        fwd: Fwd,
+        request_cc: CacheControl,
+        method: Method,
+    ) -> Self {
+        let generation = shared.purge_generation.load(Ordering::SeqCst);
+        Fetch {
+            shared,
+            route,
+            primary,
+            key,
+            stale: None,
+            guard: None,
+            fwd,
+            request_cc,
+            method,
+            generation,
+            #[cfg(feature = "redis")]
+            shield: None,
+        }
+    }
+
+    /// Revalidates `stale` (RFC 9111 §4.3.1), or stands it in when the origin fails.
+    pub(crate) fn with_stale(mut self, stale: Option<Arc<Object>>) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// Publishes the outcome to the flight `guard` leads.
+    pub(crate) fn with_guard(mut self, guard: Option<FlightGuard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
     pub(crate) async fn run<S, ReqB, ResB>(
         mut self,
         inner: S,

@@ -1,7 +1,6 @@
 //! [`CdnService`]: the request phases in order — method, key, lookup, reuse or fetch.
 
 use std::borrow::Cow;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -662,20 +661,18 @@ where
         .as_ref()
         .filter(|obj| obj.usable_on_error(now, shared.stale_if_error))
         .and_then(|obj| Some((obj.clone(), shared.stale_if_error_budget?)));
-    let fetch = Fetch {
-        shared: shared.clone(),
-        route: route.clone(),
+    let method = req.method().clone();
+    let fetch = Fetch::new(
+        shared.clone(),
+        route.clone(),
         primary,
         key,
-        stale,
-        guard,
         fwd,
         request_cc,
-        method: req.method().clone(),
-        generation: 0,
-        #[cfg(feature = "redis")]
-        shield: None,
-    };
+        method,
+    )
+    .with_stale(stale)
+    .with_guard(guard);
     let (tx, mut rx) = oneshot::channel();
     tokio::spawn(fetch.run(inner, req, tx));
     let fetched = match budget {
@@ -735,20 +732,19 @@ impl<S> CdnService<S> {
         let Join::Leader(guard) = self.shared.flights.join(key) else {
             return;
         };
-        let fetch = Fetch {
-            shared: self.shared.clone(),
-            route: self.shared.routes[route_index].clone(),
+        let route = self.shared.routes[route_index].clone();
+        let method = req.method().clone();
+        let fetch = Fetch::new(
+            self.shared.clone(),
+            route,
             primary,
             key,
-            stale: Some(stale),
-            guard: Some(guard),
-            fwd: Fwd::Stale,
+            Fwd::Stale,
             request_cc,
-            method: req.method().clone(),
-            generation: 0,
-            #[cfg(feature = "redis")]
-            shield: None,
-        };
+            method,
+        )
+        .with_stale(Some(stale))
+        .with_guard(Some(guard));
         let (tx, _) = oneshot::channel();
         tokio::spawn(fetch.run(self.inner.clone(), req, tx));
     }
@@ -765,20 +761,18 @@ impl<S> CdnService<S> {
         req: &Request<B>,
         request_cc: CacheControl,
     ) -> Fetch {
-        Fetch {
-            shared: self.shared.clone(),
-            route: self.shared.routes[route_index].clone(),
+        let route = self.shared.routes[route_index].clone();
+        let method = req.method().clone();
+        Fetch::new(
+            self.shared.clone(),
+            route,
             primary,
             key,
-            stale,
-            guard: None,
             fwd,
             request_cc,
-            method: req.method().clone(),
-            generation: self.shared.purge_generation.load(Ordering::SeqCst),
-            #[cfg(feature = "redis")]
-            shield: None,
-        }
+            method,
+        )
+        .with_stale(stale)
     }
 
     /// Sends the request to the origin without storing the answer; a successful unsafe method
