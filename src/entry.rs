@@ -140,7 +140,7 @@ impl Object {
         use Encoding::{Br, Gzip, Identity, Zstd};
         match (self.coding, self.compressible) {
             (Coding::Opaque, _) => &[],
-            (_, true) => &[Br, Zstd, Gzip, Identity],
+            (_, true) => encoding::MADE,
             (Coding::Encoded(Gzip), false) => &[Gzip, Identity],
             (Coding::Encoded(Br), false) => &[Br, Identity],
             (Coding::Encoded(Zstd), false) => &[Zstd, Identity],
