@@ -28,8 +28,8 @@
 //!   response: one lookup per hit. Its difference to `cdn_hit_identity` is the price of the
 //!   `Vary` indirection.
 //!
-//! `hit_signed` (1 KiB) prices a signed-URL check on the hit: `baseline` and `cdn_hit` as
-//! above, then the same edge with its default behavior requiring a signed URL
+//! `hit_signed` (1 KiB, with the `signed-urls` feature) prices a signed-URL check on the hit:
+//! `baseline` and `cdn_hit` as above, then the same edge with its default behavior requiring a signed URL
 //! (`Behavior::trusted_key_group`), one key group per arm:
 //!
 //! * `cdn_hit_signed_ed25519`: an Ed25519 key.
@@ -90,8 +90,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
+#[cfg(feature = "signed-urls")]
 use tower_cdn::signing::{KeyGroup, Signer, SigningKey};
-use tower_cdn::{Behavior, CdnLayer, CdnService};
+#[cfg(feature = "signed-urls")]
+use tower_cdn::Behavior;
+use tower_cdn::{CdnLayer, CdnService};
 use tower_layer::Layer;
 
 /// Tasks hitting the same key at once in `hit_concurrent`.
@@ -206,6 +209,7 @@ impl Service<Request<()>> for Counted {
 
 /// The page every arm requests, and the URL a signed-URL arm signs for it.
 const PAGE: &str = "/articles/2024/edge-caching?ref=home";
+#[cfg(feature = "signed-urls")]
 const PAGE_URL: &str = "http://www.example.com/articles/2024/edge-caching?ref=home";
 
 /// A browser-like GET for [`PAGE`] on the edge.
@@ -420,6 +424,7 @@ fn bench_sizes(c: &mut Criterion) {
 
 /// `CdnLayer::new()` settings, with the default behavior trusting `key` under `id`, the
 /// key group remembering `memo` bytes of verified signatures.
+#[cfg(feature = "signed-urls")]
 fn signed_layer(id: &str, key: &SigningKey, memo: usize) -> CdnLayer {
     let group = KeyGroup::new()
         .with_key(id, key.verifying_key())
@@ -432,6 +437,7 @@ fn signed_layer(id: &str, key: &SigningKey, memo: usize) -> CdnLayer {
 }
 
 /// [`viewer_request`] with [`PAGE_URL`] signed by `signer` (canned policy, valid for a day).
+#[cfg(feature = "signed-urls")]
 fn signed_request(signer: &Signer) -> Request<()> {
     let expires = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -445,6 +451,7 @@ fn signed_request(signer: &Signer) -> Request<()> {
     viewer_request_to(path_and_query)
 }
 
+#[cfg(feature = "signed-urls")]
 fn bench_signed(c: &mut Criterion) {
     let rt = current_thread();
     let plain = viewer_request();
@@ -518,9 +525,16 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
 }
 
+#[cfg(feature = "signed-urls")]
 criterion_group! {
     name = benches;
     config = config();
     targets = bench_sizes, bench_signed, bench_concurrent
+}
+#[cfg(not(feature = "signed-urls"))]
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_sizes, bench_concurrent
 }
 criterion_main!(benches);

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, Request};
 
+use crate::access::IpRange;
 use crate::behavior::ClientAddr;
-use crate::signing::IpRange;
 
 /// The most `X-Forwarded-For` entries walked.
 const MAX_FORWARDED_HOPS: usize = 16;

@@ -5,7 +5,9 @@
 //! decompression work on whole buffers because the cache only transforms
 //! bodies it already holds in full.
 
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(any(feature = "gzip", feature = "br", feature = "zstd"))]
+use std::io::{Read, Write};
 
 use bytes::Bytes;
 use http::header::ACCEPT_ENCODING;
@@ -109,6 +111,19 @@ pub(crate) const MAX_ACCEPT_ENCODING_MEMBERS: usize = 64;
 const SERVER_PREFERENCE: [Encoding; 4] = [
     Encoding::Br,
     Encoding::Zstd,
+    Encoding::Gzip,
+    Encoding::Identity,
+];
+
+/// The codings this build makes from an identity body, in [`SERVER_PREFERENCE`] order,
+/// identity last: each of gzip, br and zstd is a crate feature. Codings outside it are still
+/// recognised, stored and served as the origin sent them, but never produced.
+pub(crate) const MADE: &[Encoding] = &[
+    #[cfg(feature = "br")]
+    Encoding::Br,
+    #[cfg(feature = "zstd")]
+    Encoding::Zstd,
+    #[cfg(feature = "gzip")]
     Encoding::Gzip,
     Encoding::Identity,
 ];
@@ -284,20 +299,25 @@ fn trim_ows(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// gzip level: zlib's default, the usual balance for on-the-fly compression.
+#[cfg(feature = "gzip")]
 const GZIP_LEVEL: u32 = 6;
 
 /// Brotli quality. Set explicitly because the crate's default is 11, which
 /// runs at well under 1 MB/s: far too slow for compressing at the edge.
+#[cfg(feature = "br")]
 const BROTLI_QUALITY: i32 = 5;
 
 /// Largest Brotli window (4 MiB). Small bodies get a smaller one, see
 /// [`brotli_lgwin`].
+#[cfg(feature = "br")]
 const BROTLI_MAX_LGWIN: i32 = 22;
 
 /// Smallest window Brotli can signal (RFC 7932 §9.1).
+#[cfg(feature = "br")]
 const BROTLI_MIN_LGWIN: i32 = 10;
 
 /// zstd level: the library default, faster than gzip at a better ratio.
+#[cfg(feature = "zstd")]
 const ZSTD_LEVEL: i32 = 3;
 
 /// Compresses a whole body with `enc`.
@@ -305,9 +325,20 @@ const ZSTD_LEVEL: i32 = 3;
 /// [`Encoding::Identity`] returns a copy of `input`, so callers can build
 /// every variant through one path. The result has no spare capacity, since
 /// the cache weighs entries by length and slack would be unaccounted memory.
+#[cfg_attr(
+    not(any(feature = "gzip", feature = "br", feature = "zstd")),
+    allow(unreachable_code, unused_variables, unused_mut)
+)]
 pub(crate) fn compress(enc: Encoding, input: &[u8]) -> io::Result<Bytes> {
-    let mut out = match enc {
+    let mut out: Vec<u8> = match enc {
         Encoding::Identity => return Ok(Bytes::copy_from_slice(input)),
+        #[cfg(not(feature = "gzip"))]
+        Encoding::Gzip => return Err(not_built(enc)),
+        #[cfg(not(feature = "br"))]
+        Encoding::Br => return Err(not_built(enc)),
+        #[cfg(not(feature = "zstd"))]
+        Encoding::Zstd => return Err(not_built(enc)),
+        #[cfg(feature = "gzip")]
         Encoding::Gzip => {
             let sink = Vec::with_capacity(input.len() / 2 + 64);
             let mut encoder =
@@ -315,6 +346,7 @@ pub(crate) fn compress(enc: Encoding, input: &[u8]) -> io::Result<Bytes> {
             encoder.write_all(input)?;
             encoder.finish()?
         }
+        #[cfg(feature = "br")]
         Encoding::Br => {
             let params = brotli::enc::BrotliEncoderParams {
                 quality: BROTLI_QUALITY,
@@ -328,6 +360,7 @@ pub(crate) fn compress(enc: Encoding, input: &[u8]) -> io::Result<Bytes> {
         }
         // The one-shot API records the content size in the frame header and
         // sizes the window to the input, which keeps decoders' memory small.
+        #[cfg(feature = "zstd")]
         Encoding::Zstd => zstd::bulk::compress(input, ZSTD_LEVEL)?,
     };
     out.shrink_to_fit();
@@ -339,22 +372,44 @@ pub(crate) fn compress(enc: Encoding, input: &[u8]) -> io::Result<Bytes> {
 /// sent so far; memory stays at the coding's window, never the whole body.
 pub(crate) struct StreamEncoder(Stream);
 
+// One per fill that compresses as it streams; boxing the gzip encoder would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Stream {
+    #[cfg(feature = "gzip")]
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    #[cfg(feature = "br")]
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
+    #[cfg(feature = "zstd")]
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    /// No coding is built: no encoder is ever made, so this is never constructed.
+    #[cfg(not(any(feature = "gzip", feature = "br", feature = "zstd")))]
+    #[allow(dead_code)]
+    Never(std::convert::Infallible),
 }
 
 impl StreamEncoder {
     /// A compressor for `enc` at the same settings as [`compress`], Brotli's window sized
     /// for `size_hint` bytes when the body's size is known; `None` for identity.
+    #[cfg_attr(
+        not(any(feature = "gzip", feature = "br", feature = "zstd")),
+        allow(unreachable_code, unused_variables, unused_mut)
+    )]
+    #[cfg_attr(not(feature = "br"), allow(unused_variables))]
     pub(crate) fn new(enc: Encoding, size_hint: Option<usize>) -> Option<Self> {
         let stream = match enc {
             Encoding::Identity => return None,
+            #[cfg(not(feature = "gzip"))]
+            Encoding::Gzip => return None,
+            #[cfg(not(feature = "br"))]
+            Encoding::Br => return None,
+            #[cfg(not(feature = "zstd"))]
+            Encoding::Zstd => return None,
+            #[cfg(feature = "gzip")]
             Encoding::Gzip => Stream::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(GZIP_LEVEL),
             )),
+            #[cfg(feature = "br")]
             Encoding::Br => {
                 let params = brotli::enc::BrotliEncoderParams {
                     quality: BROTLI_QUALITY,
@@ -370,6 +425,7 @@ impl StreamEncoder {
             }
             // No pledged size: a body that turned out longer or shorter than announced
             // would fail the whole coded stream.
+            #[cfg(feature = "zstd")]
             Encoding::Zstd => {
                 Stream::Zstd(zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).ok()?)
             }
@@ -378,33 +434,51 @@ impl StreamEncoder {
     }
 
     /// Compresses one piece of the body; returns the output made so far (flushed).
+    #[cfg_attr(
+        not(any(feature = "gzip", feature = "br", feature = "zstd")),
+        allow(unreachable_code, unused_variables, unused_mut)
+    )]
     pub(crate) fn write(&mut self, piece: &[u8]) -> io::Result<Bytes> {
-        let out = match &mut self.0 {
+        let out: &mut Vec<u8> = match &mut self.0 {
+            #[cfg(feature = "gzip")]
             Stream::Gzip(e) => {
                 e.write_all(piece)?;
                 e.flush()?;
                 e.get_mut()
             }
+            #[cfg(feature = "br")]
             Stream::Br(e) => {
                 e.write_all(piece)?;
                 e.flush()?;
                 e.get_mut()
             }
+            #[cfg(feature = "zstd")]
             Stream::Zstd(e) => {
                 e.write_all(piece)?;
                 e.flush()?;
                 e.get_mut()
             }
+            #[cfg(not(any(feature = "gzip", feature = "br", feature = "zstd")))]
+            Stream::Never(never) => match *never {},
         };
         Ok(Bytes::from(std::mem::take(out)))
     }
 
     /// Ends the stream; returns its last bytes.
+    #[cfg_attr(
+        not(any(feature = "gzip", feature = "br", feature = "zstd")),
+        allow(unreachable_code, unused_variables, unused_mut)
+    )]
     pub(crate) fn finish(self) -> io::Result<Bytes> {
-        let out = match self.0 {
+        let out: Vec<u8> = match self.0 {
+            #[cfg(feature = "gzip")]
             Stream::Gzip(e) => e.finish()?,
+            #[cfg(feature = "br")]
             Stream::Br(e) => e.into_inner(),
+            #[cfg(feature = "zstd")]
             Stream::Zstd(e) => e.finish()?,
+            #[cfg(not(any(feature = "gzip", feature = "br", feature = "zstd")))]
+            Stream::Never(never) => match never {},
         };
         Ok(Bytes::from(out))
     }
@@ -413,6 +487,7 @@ impl StreamEncoder {
 /// The smallest Brotli window that covers `len` bytes, capped at
 /// [`BROTLI_MAX_LGWIN`]: the window is announced in the stream, and a smaller
 /// one lets clients decode with less memory at no cost in ratio.
+#[cfg(feature = "br")]
 fn brotli_lgwin(len: usize) -> i32 {
     let mut lgwin = BROTLI_MAX_LGWIN;
     // A window of `lgwin` bits reaches back (1 << lgwin) - 16 bytes.
@@ -437,20 +512,29 @@ pub(crate) fn decompress(enc: Encoding, input: &[u8], max_output: usize) -> io::
             }
             input.to_vec()
         }
+        #[cfg(not(feature = "gzip"))]
+        Encoding::Gzip => return Err(not_built(enc)),
+        #[cfg(not(feature = "br"))]
+        Encoding::Br => return Err(not_built(enc)),
+        #[cfg(not(feature = "zstd"))]
+        Encoding::Zstd => return Err(not_built(enc)),
         // A gzip file may hold several members (RFC 1952 §2.2); all of them
         // are part of the body.
+        #[cfg(feature = "gzip")]
         Encoding::Gzip => read_capped(
             flate2::bufread::MultiGzDecoder::new(input),
             enc,
             input.len(),
             max_output,
         )?,
+        #[cfg(feature = "br")]
         Encoding::Br => read_capped(
             brotli::Decompressor::new(input, 4096),
             enc,
             input.len(),
             max_output,
         )?,
+        #[cfg(feature = "zstd")]
         Encoding::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
             // zstd allocates the window a frame announces up front, up to
@@ -465,6 +549,7 @@ pub(crate) fn decompress(enc: Encoding, input: &[u8], max_output: usize) -> io::
 /// Smallest zstd window limit that still accepts every standard level
 /// (1–19 use at most 2^23 bytes) or, when larger, a window spanning
 /// `max_output`; never above zstd's default limit of 2^27.
+#[cfg(feature = "zstd")]
 fn zstd_window_log_max(max_output: usize) -> u32 {
     let needed = usize::BITS - max_output.saturating_sub(1).leading_zeros();
     needed.clamp(23, 27)
@@ -472,6 +557,7 @@ fn zstd_window_log_max(max_output: usize) -> u32 {
 
 /// Reads `decoder` to its end into a buffer whose capacity never exceeds
 /// `max_output`, failing as soon as more than `max_output` bytes come out.
+#[cfg(any(feature = "gzip", feature = "br", feature = "zstd"))]
 fn read_capped<R: Read>(
     mut decoder: R,
     enc: Encoding,
@@ -510,6 +596,19 @@ fn read_capped<R: Read>(
         out.extend_from_slice(&chunk[..n]);
     }
     Ok(out)
+}
+
+/// The error for a coding whose crate feature is off: it is neither made nor decoded, so the
+/// caller serves what it has.
+#[cfg(not(all(feature = "gzip", feature = "br", feature = "zstd")))]
+fn not_built(enc: Encoding) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "the {} coding is not built (crate feature off)",
+            enc.as_str()
+        ),
+    )
 }
 
 fn too_large(enc: Encoding, max_output: usize) -> io::Error {
@@ -776,6 +875,7 @@ mod tests {
 
     /// Deterministic incompressible bytes (xorshift64), so tests need no RNG
     /// crate.
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     fn pseudo_random(len: usize) -> Vec<u8> {
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         (0..len)
@@ -788,6 +888,7 @@ mod tests {
             .collect()
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     fn text(len: usize) -> Vec<u8> {
         b"<li class=\"item\">The quick brown fox jumps over the lazy dog.</li>\n"
             .iter()
@@ -797,8 +898,10 @@ mod tests {
             .collect()
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     const CODECS: [Encoding; 4] = [Identity, Gzip, Br, Zstd];
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn round_trips_text_and_random_data() {
         let inputs = [
@@ -817,6 +920,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn compression_shrinks_text() {
         let input = text(100_000);
@@ -826,6 +930,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn brotli_window_fits_the_body() {
         assert_eq!(brotli_lgwin(0), BROTLI_MIN_LGWIN);
@@ -839,6 +944,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn decompression_bomb_hits_the_limit() {
         let zeros = vec![0u8; 10_000_000];
@@ -850,6 +956,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn output_exactly_at_the_limit_is_accepted() {
         let input = text(50_000);
@@ -860,6 +967,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn capped_reader_never_allocates_past_the_limit() {
         let limit = 1_000_000;
@@ -871,6 +979,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn truncated_input_is_an_error() {
         let input = text(50_000);
@@ -887,6 +996,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn corrupt_input_is_an_error() {
         let garbage = pseudo_random(4_096);
@@ -902,6 +1012,7 @@ mod tests {
         assert!(decompress(Identity, b"abcd", 3).is_err());
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn zstd_window_limit() {
         assert_eq!(zstd_window_log_max(0), 23);
@@ -969,6 +1080,7 @@ mod tests {
         assert!(is_compressible(headers.get(CONTENT_TYPE)));
     }
 
+    #[cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
     #[test]
     fn streamed_codings_decode_to_the_body_fed_piece_by_piece() {
         let body = text(200_000);

@@ -140,7 +140,7 @@ impl Object {
         use Encoding::{Br, Gzip, Identity, Zstd};
         match (self.coding, self.compressible) {
             (Coding::Opaque, _) => &[],
-            (_, true) => &[Br, Zstd, Gzip, Identity],
+            (_, true) => encoding::MADE,
             (Coding::Encoded(Gzip), false) => &[Gzip, Identity],
             (Coding::Encoded(Br), false) => &[Br, Identity],
             (Coding::Encoded(Zstd), false) => &[Zstd, Identity],
@@ -423,8 +423,25 @@ mod tests {
         }
     }
 
+    // §12.5.3: a build that makes no coding serves a compressible object as stored, whatever
+    // the viewer accepts: it is never asked to make one.
+    #[cfg(not(any(feature = "gzip", feature = "br", feature = "zstd")))]
+    #[test]
+    fn without_coding_features_the_stored_body_is_served() {
+        let mut obj = object(0, 60, ReuseRules::default());
+        obj.compressible = true;
+        for accept in ["gzip, br, zstd", "br", "*", "identity"] {
+            assert_eq!(
+                picked(&obj, &ae(accept)),
+                Ok((None, obj.body.clone())),
+                "{accept}"
+            );
+        }
+    }
+
     // §12.5.3: the best coding the viewer accepts among those the object may be served in;
     // one already made is ready, one not made yet is to be made.
+    #[cfg(all(feature = "gzip", feature = "br"))]
     #[test]
     fn pick_serves_made_codings_and_asks_for_missing_ones() {
         let mut obj = object(0, 60, ReuseRules::default());

@@ -19,10 +19,7 @@ use tower_service::Service;
 
 use crate::behavior::Route;
 use crate::collapse::{Audience, FlightGuard, FlightState};
-use crate::encoding::{
-    self, is_compressible, Encoding::Br, Encoding::Gzip, Encoding::Identity, Encoding::Zstd,
-    StreamEncoder, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE,
-};
+use crate::encoding::{self, is_compressible, StreamEncoder, MAX_COMPRESS_SIZE, MIN_COMPRESS_SIZE};
 use crate::entry::{weigh, Coding, Object, ReuseRules, Slot, Variant, VaryRecord};
 use crate::fill::{End, Fill, FillReader};
 use crate::key::{host_of, with_path_and_query, CacheKey};
@@ -450,7 +447,7 @@ impl Fetch {
         // coding the viewer whose request this is prefers: others are made on first request.
         let size_hint = plan.length.and_then(|len| usize::try_from(len).ok());
         let mut encoder = (plan.compressible && plan.coding == Coding::Identity)
-            .then(|| encoding::choose(&request_headers, &[Br, Zstd, Gzip, Identity]))
+            .then(|| encoding::choose(&request_headers, encoding::MADE))
             .flatten()
             .and_then(|enc| Some((enc, StreamEncoder::new(enc, size_hint)?)));
         let coded = encoder.as_ref().map(|(enc, _)| {

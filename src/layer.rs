@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tower_layer::Layer;
 
+use crate::access::IpRange;
 use crate::access::{CountryResolver, GeoRestriction, OriginConcurrency, RateLimit};
 use crate::behavior::{Behavior, PathPattern, Route};
 use crate::clock::{Clock, SystemClock};
@@ -19,7 +20,6 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::purge::{self, Purge};
 use crate::rfc::freshness::TtlRules;
 use crate::service::CdnService;
-use crate::signing::IpRange;
 use crate::status::CacheStatus;
 use crate::store::MemoryStore;
 

@@ -28,6 +28,7 @@ mod rfc;
 #[cfg(feature = "server")]
 pub mod server;
 mod service;
+#[cfg(feature = "signed-urls")]
 pub mod signing;
 mod status;
 mod store;
@@ -35,10 +36,11 @@ mod store;
 mod tier;
 mod variants;
 
+#[cfg(feature = "geo")]
+pub use access::MaxMindResolver;
 pub use access::{
     AccessError, CountryCode, CountryResolver, GeoDefault, GeoRestriction, GeoRestrictionBuilder,
-    HeaderResolver, MaxMindResolver, OriginConcurrency, OriginConcurrencyBuilder, RateLimit,
-    RateLimitBuilder,
+    HeaderResolver, OriginConcurrency, OriginConcurrencyBuilder, RateLimit, RateLimitBuilder,
 };
 pub use behavior::{
     AllowedMethods, Behavior, BehaviorError, CachedMethods, ClientAddr, Cookies, CorsConfig,

@@ -1,6 +1,5 @@
 //! [`CdnService`]: the request phases in order — method, key, lookup, reuse or fetch.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -30,7 +29,8 @@ use crate::respond::{
 };
 use crate::rfc::cache_control::{CacheControl, MaxStale};
 use crate::rfc::headers::upgrade_protocol;
-use crate::signing::{self, KeyGroup};
+#[cfg(feature = "signed-urls")]
+use crate::signing;
 use crate::status::CacheStatus;
 use crate::BoxError;
 
@@ -181,12 +181,12 @@ where
                 res,
             ));
         }
+        #[cfg(feature = "signed-urls")]
         if let Some(group) = &behavior.trusted_keys {
             let skew = behavior.clock_skew;
-            if let Err(denied) = check_signature(&self.shared, group, skew, https, &mut req) {
-                let res = denied_response(&self.shared, denied);
+            if let Err(res) = signing::admit(&self.shared, group, skew, https, &mut req) {
                 let exchange = Exchange::of(&req, started);
-                return ResponseFuture::ready(finish(&self.shared, route, &exchange, res));
+                return ResponseFuture::ready(finish(&self.shared, route, &exchange, *res));
             }
         }
         if upgrade_protocol(req.headers(), req.version()).is_some() {
@@ -463,106 +463,6 @@ fn admit<ReqB, ResB>(
 /// The viewer's country as the edge resolved it, for the origin and key policies.
 static VIEWER_COUNTRY: HeaderName = HeaderName::from_static("cloudfront-viewer-country");
 
-/// Verifies a signed URL or signed cookies; on success removes the signing parameters and
-/// cookies, so the cache key and the origin never see them.
-///
-/// The resource URL is built from the path as entry normalised it, the one the behavior was
-/// chosen by and the origin receives: a policy for `/members/public/*` does not cover
-/// `/members/public/../vip/x`, which is `/members/vip/x` here. A URL signed for a path that
-/// is already normal verifies unchanged.
-fn check_signature<B>(
-    shared: &Shared,
-    group: &KeyGroup,
-    skew: std::time::Duration,
-    https: bool,
-    req: &mut Request<B>,
-) -> Result<(), signing::Denied> {
-    let uri = req.uri();
-    let authority = String::from_utf8_lossy(host_of(uri, req.headers()));
-    // The query without the signing parameters: what the policy covers, and what the cache
-    // key and the origin see once the signature is accepted.
-    let stripped = uri.query().map(signing::strip_signing_params);
-    let url = signing::resource_url(
-        if https { "https" } else { "http" },
-        &authority,
-        uri.path(),
-        stripped.as_deref(),
-    );
-    let now = shared
-        .clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let client = viewer_ip(req);
-    match signing::verify(
-        group,
-        &url,
-        uri.query(),
-        req.headers(),
-        client,
-        now,
-        skew.as_secs(),
-    ) {
-        Ok(verified) => {
-            tracing::debug!(
-                key_id = verified.key_id,
-                cookies = verified.from_cookies,
-                "signature accepted"
-            );
-            let path_and_query = match stripped {
-                Some(Cow::Owned(query)) if query.is_empty() => Some(uri.path().to_owned()),
-                Some(Cow::Owned(query)) => Some(format!("{}?{query}", uri.path())),
-                _ => None,
-            };
-            if let Some(path_and_query) = path_and_query {
-                set_path_and_query(req, &path_and_query);
-            }
-            strip_signing_cookies(req);
-            Ok(())
-        }
-        Err(denied) => {
-            tracing::info!(reason = denied.as_str(), path = %uri.path(), "signed request denied");
-            Err(denied)
-        }
-    }
-}
-
-/// The `403` for a request whose signature was refused: a short reason, or one shared text
-/// for every cause that could reveal something about the keys.
-fn denied_response<B>(shared: &Shared, denied: signing::Denied) -> Response<CdnBody<B>> {
-    let mut res = edge_error(shared, StatusCode::FORBIDDEN);
-    *res.body_mut() = CdnBody::full(Bytes::from(format!("{}\n", denied.public_message())));
-    let cache_status = format!("{}; fwd=miss; detail=denied", shared.cache_name);
-    if let Ok(v) = HeaderValue::try_from(cache_status) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("cache-status"), v);
-    }
-    res
-}
-
-/// Removes the CloudFront signing cookies from a request.
-fn strip_signing_cookies<B>(req: &mut Request<B>) {
-    if !req.headers().contains_key(http::header::COOKIE) {
-        return;
-    }
-    let cookies: Vec<String> = req
-        .headers()
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with("CloudFront-"))
-        .map(str::to_owned)
-        .collect();
-    req.headers_mut().remove(http::header::COOKIE);
-    if let Ok(v) = HeaderValue::try_from(cookies.join("; ")) {
-        if !cookies.is_empty() {
-            req.headers_mut().insert(http::header::COOKIE, v);
-        }
-    }
-}
-
 /// Replaces the path of the request's URI, keeping its query.
 fn rewrite_path<B>(req: &mut Request<B>, path: &str) {
     let pq = match req.uri().query() {
@@ -573,7 +473,7 @@ fn rewrite_path<B>(req: &mut Request<B>, path: &str) {
 }
 
 /// Replaces the path and query of the request's URI; an invalid one leaves it unchanged.
-fn set_path_and_query<B>(req: &mut Request<B>, pq: &str) {
+pub(crate) fn set_path_and_query<B>(req: &mut Request<B>, pq: &str) {
     if let Some(uri) = with_path_and_query(req.uri(), pq) {
         *req.uri_mut() = uri;
     }

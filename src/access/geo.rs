@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+#[cfg(feature = "geo")]
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -245,7 +246,7 @@ impl GeoRestrictionBuilder {
 
 /// Finds a viewer's country from its address and request headers.
 ///
-/// Implemented by [`MaxMindResolver`], [`HeaderResolver`], and closures:
+/// Implemented by `MaxMindResolver` (feature `geo`), [`HeaderResolver`], and closures:
 ///
 /// ```
 /// use std::net::IpAddr;
@@ -318,10 +319,12 @@ impl CountryResolver for HeaderResolver {
 /// The whole file is read into memory when opened (a country database is a few MiB); to take
 /// up a new release, open it again and rebuild the layer. Addresses without an entry, or
 /// whose entry has no `country.iso_code`, resolve to an unknown country.
+#[cfg(feature = "geo")]
 pub struct MaxMindResolver {
     reader: maxminddb::Reader<Vec<u8>>,
 }
 
+#[cfg(feature = "geo")]
 impl MaxMindResolver {
     /// Opens the database at `path`. A missing, unreadable or malformed file is an
     /// [`AccessError::GeoDatabase`].
@@ -352,6 +355,7 @@ impl MaxMindResolver {
     }
 }
 
+#[cfg(feature = "geo")]
 impl CountryResolver for MaxMindResolver {
     fn country(&self, ip: Option<IpAddr>, _headers: &HeaderMap) -> Option<CountryCode> {
         use maxminddb::PathElement::Key;
@@ -364,6 +368,7 @@ impl CountryResolver for MaxMindResolver {
     }
 }
 
+#[cfg(feature = "geo")]
 impl fmt::Debug for MaxMindResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let meta = self.reader.metadata();
@@ -377,9 +382,6 @@ impl fmt::Debug for MaxMindResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use mmdb_writer::ipnet::IpNet;
-    use mmdb_writer::{Value, Writer};
 
     fn code(s: &str) -> CountryCode {
         CountryCode::new(s).unwrap()
@@ -511,101 +513,110 @@ mod tests {
         assert_eq!(boxed.country(None, &HeaderMap::new()), None);
     }
 
-    fn country(iso: &str) -> Value {
-        Value::map([("country", Value::map([("iso_code", Value::from(iso))]))])
-    }
+    /// The MaxMind resolver, against databases written with `mmdb-writer`.
+    #[cfg(feature = "geo")]
+    mod maxmind {
+        use super::*;
 
-    /// A small GeoIP2-Country-shaped database written with `mmdb-writer`.
-    fn test_database() -> Vec<u8> {
-        let mut w = Writer::new("Test-GeoIP2-Country");
-        let net = |s: &str| s.parse::<IpNet>().unwrap();
-        w.insert_value(net("192.0.2.0/24"), country("US")).unwrap();
-        w.insert_value(net("198.51.100.0/24"), country("CA"))
-            .unwrap();
-        w.insert_value(net("203.0.113.0/25"), country("KP"))
-            .unwrap();
-        w.insert_value(net("2001:db8:1::/48"), country("DE"))
-            .unwrap();
-        // An entry with only a registered country, as for some anonymous networks.
-        let registered = Value::map([(
-            "registered_country",
-            Value::map([("iso_code", Value::from("FR"))]),
-        )]);
-        w.insert_value(net("203.0.113.128/25"), registered).unwrap();
-        w.to_bytes().unwrap()
-    }
+        use mmdb_writer::ipnet::IpNet;
+        use mmdb_writer::{Value, Writer};
 
-    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-        let path =
-            std::env::temp_dir().join(format!("tower-cdn-access-{}-{name}", std::process::id()));
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
+        fn country(iso: &str) -> Value {
+            Value::map([("country", Value::map([("iso_code", Value::from(iso))]))])
+        }
 
-    #[test]
-    fn maxmind_resolver_lookups() {
-        let path = temp_file("country.mmdb", &test_database());
-        let r = MaxMindResolver::open(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(r.database_type(), "Test-GeoIP2-Country");
-        assert!(format!("{r:?}").contains("Test-GeoIP2-Country"));
+        /// A small GeoIP2-Country-shaped database written with `mmdb-writer`.
+        fn test_database() -> Vec<u8> {
+            let mut w = Writer::new("Test-GeoIP2-Country");
+            let net = |s: &str| s.parse::<IpNet>().unwrap();
+            w.insert_value(net("192.0.2.0/24"), country("US")).unwrap();
+            w.insert_value(net("198.51.100.0/24"), country("CA"))
+                .unwrap();
+            w.insert_value(net("203.0.113.0/25"), country("KP"))
+                .unwrap();
+            w.insert_value(net("2001:db8:1::/48"), country("DE"))
+                .unwrap();
+            // An entry with only a registered country, as for some anonymous networks.
+            let registered = Value::map([(
+                "registered_country",
+                Value::map([("iso_code", Value::from("FR"))]),
+            )]);
+            w.insert_value(net("203.0.113.128/25"), registered).unwrap();
+            w.to_bytes().unwrap()
+        }
 
-        let h = HeaderMap::new();
-        assert_eq!(r.country(ip("192.0.2.77"), &h), Some(code("US")));
-        assert_eq!(r.country(ip("198.51.100.1"), &h), Some(code("CA")));
-        assert_eq!(r.country(ip("203.0.113.5"), &h), Some(code("KP")));
-        assert_eq!(r.country(ip("2001:db8:1::42"), &h), Some(code("DE")));
-        // IPv4-mapped IPv6, as a dual-stack socket reports IPv4 viewers.
-        assert_eq!(r.country(ip("::ffff:192.0.2.9"), &h), Some(code("US")));
-        // No entry, no country field, no address.
-        assert_eq!(r.country(ip("10.1.2.3"), &h), None);
-        assert_eq!(r.country(ip("2001:db8:2::1"), &h), None);
-        assert_eq!(r.country(ip("203.0.113.200"), &h), None);
-        assert_eq!(r.country(None, &h), None);
-    }
+        fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+            let path = std::env::temp_dir()
+                .join(format!("tower-cdn-access-{}-{name}", std::process::id()));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        }
 
-    #[test]
-    fn maxmind_with_allow_and_block_lists() {
-        let r = MaxMindResolver::from_bytes(test_database()).unwrap();
-        let h = HeaderMap::new();
-        let allow = GeoRestriction::allow(["US", "CA"])
-            .unknown(GeoDefault::Deny)
-            .build()
-            .unwrap();
-        let block = GeoRestriction::block(["KP"]).build().unwrap();
-        let verdicts = |addr: &str| {
-            let c = r.country(ip(addr), &h);
-            (allow.decide(c.as_ref()), block.decide(c.as_ref()))
-        };
-        assert_eq!(verdicts("192.0.2.1"), (true, true)); // US
-        assert_eq!(verdicts("198.51.100.1"), (true, true)); // CA
-        assert_eq!(verdicts("2001:db8:1::1"), (false, true)); // DE
-        assert_eq!(verdicts("203.0.113.1"), (false, false)); // KP
-        assert_eq!(verdicts("10.0.0.1"), (false, true)); // unknown
-    }
+        #[test]
+        fn maxmind_resolver_lookups() {
+            let path = temp_file("country.mmdb", &test_database());
+            let r = MaxMindResolver::open(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(r.database_type(), "Test-GeoIP2-Country");
+            assert!(format!("{r:?}").contains("Test-GeoIP2-Country"));
 
-    #[test]
-    fn maxmind_bad_files_are_clear_errors() {
-        let missing = std::env::temp_dir().join("tower-cdn-access-does-not-exist.mmdb");
-        let err = MaxMindResolver::open(&missing).unwrap_err();
-        let AccessError::GeoDatabase { path, reason } = &err else {
-            panic!("{err:?}");
-        };
-        assert_eq!(path, &missing);
-        assert!(!reason.is_empty());
-        assert!(err.to_string().contains("does-not-exist.mmdb"), "{err}");
+            let h = HeaderMap::new();
+            assert_eq!(r.country(ip("192.0.2.77"), &h), Some(code("US")));
+            assert_eq!(r.country(ip("198.51.100.1"), &h), Some(code("CA")));
+            assert_eq!(r.country(ip("203.0.113.5"), &h), Some(code("KP")));
+            assert_eq!(r.country(ip("2001:db8:1::42"), &h), Some(code("DE")));
+            // IPv4-mapped IPv6, as a dual-stack socket reports IPv4 viewers.
+            assert_eq!(r.country(ip("::ffff:192.0.2.9"), &h), Some(code("US")));
+            // No entry, no country field, no address.
+            assert_eq!(r.country(ip("10.1.2.3"), &h), None);
+            assert_eq!(r.country(ip("2001:db8:2::1"), &h), None);
+            assert_eq!(r.country(ip("203.0.113.200"), &h), None);
+            assert_eq!(r.country(None, &h), None);
+        }
 
-        let junk = temp_file("junk.mmdb", b"this is not a MaxMind database");
-        let err = MaxMindResolver::open(&junk).unwrap_err();
-        std::fs::remove_file(&junk).unwrap();
-        assert!(
-            matches!(&err, AccessError::GeoDatabase { path, .. } if path == &junk),
-            "{err:?}"
-        );
+        #[test]
+        fn maxmind_with_allow_and_block_lists() {
+            let r = MaxMindResolver::from_bytes(test_database()).unwrap();
+            let h = HeaderMap::new();
+            let allow = GeoRestriction::allow(["US", "CA"])
+                .unknown(GeoDefault::Deny)
+                .build()
+                .unwrap();
+            let block = GeoRestriction::block(["KP"]).build().unwrap();
+            let verdicts = |addr: &str| {
+                let c = r.country(ip(addr), &h);
+                (allow.decide(c.as_ref()), block.decide(c.as_ref()))
+            };
+            assert_eq!(verdicts("192.0.2.1"), (true, true)); // US
+            assert_eq!(verdicts("198.51.100.1"), (true, true)); // CA
+            assert_eq!(verdicts("2001:db8:1::1"), (false, true)); // DE
+            assert_eq!(verdicts("203.0.113.1"), (false, false)); // KP
+            assert_eq!(verdicts("10.0.0.1"), (false, true)); // unknown
+        }
 
-        let mut truncated = test_database();
-        truncated.truncate(truncated.len() / 2);
-        let err = MaxMindResolver::from_bytes(truncated).unwrap_err();
-        assert!(matches!(err, AccessError::GeoDatabase { .. }), "{err:?}");
+        #[test]
+        fn maxmind_bad_files_are_clear_errors() {
+            let missing = std::env::temp_dir().join("tower-cdn-access-does-not-exist.mmdb");
+            let err = MaxMindResolver::open(&missing).unwrap_err();
+            let AccessError::GeoDatabase { path, reason } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(path, &missing);
+            assert!(!reason.is_empty());
+            assert!(err.to_string().contains("does-not-exist.mmdb"), "{err}");
+
+            let junk = temp_file("junk.mmdb", b"this is not a MaxMind database");
+            let err = MaxMindResolver::open(&junk).unwrap_err();
+            std::fs::remove_file(&junk).unwrap();
+            assert!(
+                matches!(&err, AccessError::GeoDatabase { path, .. } if path == &junk),
+                "{err:?}"
+            );
+
+            let mut truncated = test_database();
+            truncated.truncate(truncated.len() / 2);
+            let err = MaxMindResolver::from_bytes(truncated).unwrap_err();
+            assert!(matches!(err, AccessError::GeoDatabase { .. }), "{err:?}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything here is decided in the viewer-request phase, before the cache is consulted: a
 //! viewer from a denied country ([`GeoRestriction`], with the country found by a
-//! [`CountryResolver`] such as [`MaxMindResolver`] or [`HeaderResolver`]) or over its request
+//! [`CountryResolver`] such as `MaxMindResolver` (feature `geo`) or [`HeaderResolver`]) or over its request
 //! rate ([`RateLimit`]) is answered 403 or 429 without ever receiving a cached object and
 //! without reaching the origin. Only cache misses then queue for an origin slot
 //! ([`OriginConcurrency`]), so a flood of misses cannot take the origin down while hits keep
@@ -10,16 +10,19 @@
 //! the offending input.
 
 mod geo;
+mod ip_range;
 mod limit;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "geo")]
+pub use geo::MaxMindResolver;
 pub use geo::{
-    CountryCode, CountryResolver, GeoDefault, GeoRestriction, GeoRestrictionBuilder,
-    HeaderResolver, MaxMindResolver,
+    CountryCode, CountryResolver, GeoDefault, GeoRestriction, GeoRestrictionBuilder, HeaderResolver,
 };
+pub(crate) use ip_range::IpRange;
 pub(crate) use limit::too_many_requests;
 pub use limit::{OriginConcurrency, OriginConcurrencyBuilder, RateLimit, RateLimitBuilder};
 

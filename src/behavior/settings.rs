@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+#[cfg(feature = "signed-urls")]
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use super::{
     ViewerProtocolPolicy,
 };
 use crate::config::CachePolicy;
+#[cfg(feature = "signed-urls")]
 use crate::signing::KeyGroup;
 
 /// A viewer-request hook: may rewrite the request (URI, headers) or answer it directly.
@@ -235,7 +237,9 @@ pub struct Behavior {
     pub(crate) compress: Option<bool>,
     pub(crate) response_headers: Option<ResponseHeadersPolicy>,
     pub(crate) hooks: Hooks,
+    #[cfg(feature = "signed-urls")]
     pub(crate) trusted_keys: Option<Arc<KeyGroup>>,
+    #[cfg(feature = "signed-urls")]
     pub(crate) clock_skew: Duration,
     pub(crate) target_origin: Option<TargetOrigin>,
     pub(crate) set_cookie: SetCookie,
@@ -322,6 +326,7 @@ impl Behavior {
     /// Serves only viewers with a valid signed URL or signed cookies made with a key of
     /// `group` (CloudFront's trusted key groups). Others get `403` before the cache is
     /// consulted; the signing parameters never reach the cache key or the origin.
+    #[cfg(feature = "signed-urls")]
     pub fn trusted_key_group(mut self, group: KeyGroup) -> Self {
         self.trusted_keys = Some(Arc::new(group));
         self
@@ -344,6 +349,7 @@ impl Behavior {
     }
 
     /// How much clock difference signed URLs are forgiven at either end (default 0).
+    #[cfg(feature = "signed-urls")]
     pub fn clock_skew(mut self, skew: Duration) -> Self {
         self.clock_skew = skew;
         self

@@ -49,7 +49,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::config::{file_path, parse_duration};
-use crate::signing::{IpRange, KeyGroup, VerifyingKey};
+use crate::access::IpRange;
+use crate::signing::{KeyGroup, VerifyingKey};
 use crate::{
     AccessError, CdnLayerBuilder, ConfigError, CountryCode, CountryResolver, GeoDefault,
     GeoRestriction, HeaderResolver, MaxMindResolver, OriginConcurrency, RateLimit,

@@ -48,6 +48,7 @@
 
 mod b64;
 mod error;
+mod gate;
 mod keys;
 mod memo;
 mod params;
@@ -61,9 +62,9 @@ use std::net::IpAddr;
 use http::HeaderMap;
 
 pub use error::{Denied, SigningError};
+pub(crate) use gate::admit;
 pub use keys::{KeyGroup, SigningKey, VerifyingKey};
 pub(crate) use params::strip_signing_params;
-pub(crate) use policy::IpRange;
 pub use policy::{CustomPolicy, CustomPolicyBuilder};
 pub use signer::Signer;
 
