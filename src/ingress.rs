@@ -53,7 +53,9 @@ use http::{Method, Request, Uri, Version};
 
 use crate::key::with_path_and_query;
 use crate::rfc::conditional::MAX_CONNECTION_OPTIONS;
-use crate::rfc::headers::{connection_options, remove_hop_by_hop_but_upgrade, upgrade_protocol};
+use crate::rfc::headers::{
+    connection_options, is_hop_by_hop_name, remove_hop_by_hop_but_upgrade, upgrade_protocol,
+};
 
 /// Why a request was refused at entry (`400`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,22 +142,34 @@ pub fn mark_undeclared_body<B: http_body::Body>(req: &mut Request<B>) {
 /// Rules 1 to 4: refuses what cannot be served, normalises the path and host, removes
 /// hop-by-hop fields. Returns whether the request declares a body.
 pub(crate) fn admit_request<B>(req: &mut Request<B>) -> Result<bool, Refusal> {
-    let body = declares_body(req);
-    if body && matches!(*req.method(), Method::GET | Method::HEAD) {
+    // One pass over the names present says which of the checks below have anything to do:
+    // most requests carry no body fields and no hop-by-hop fields.
+    let (mut length, mut hop_by_hop) = (false, false);
+    for name in req.headers().keys() {
+        length |= name == CONTENT_LENGTH;
+        hop_by_hop |= is_hop_by_hop_name(name);
+    }
+    let body = (length || hop_by_hop || req.extensions().get::<UndeclaredBody>().is_some())
+        && declares_body(req);
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if body && safe {
         return Err(Refusal::Body);
     }
-    if connection_options(req.headers(), MAX_CONNECTION_OPTIONS) > MAX_CONNECTION_OPTIONS {
+    if hop_by_hop
+        && connection_options(req.headers(), MAX_CONNECTION_OPTIONS) > MAX_CONNECTION_OPTIONS
+    {
         return Err(Refusal::ConnectionOptions);
     }
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-    if safe && req.headers().contains_key(CONTENT_LENGTH) {
+    if safe && length {
         // `Content-Length: 0` on a GET says what its absence says: one request, one form.
         req.headers_mut().remove(CONTENT_LENGTH);
     }
     normalize_target(req)?;
     lowercase_host(req);
-    let version = req.version();
-    remove_connection_fields(req.headers_mut(), version);
+    if hop_by_hop {
+        let version = req.version();
+        remove_connection_fields(req.headers_mut(), version);
+    }
     Ok(body)
 }
 

@@ -29,7 +29,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Whether a field is `Connection` or one of [`HOP_BY_HOP`] (a match on the name, which the
 /// compiler turns into a length switch and at most a comparison or two).
-fn is_hop_by_hop_name(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop_name(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
