@@ -652,14 +652,21 @@ impl OwnedExchange {
 /// the trusted proxies resolve it (`X-Forwarded-For`), `peer` the connection's address;
 /// fields are only computed when the event is enabled.
 fn access_log<B>(exchange: &Exchange<'_>, res: &Response<B>) {
-    let (client, peer) = match exchange.client {
-        Some((viewer, peer)) => (viewer.to_string(), peer.to_string()),
-        None => ("-".to_owned(), "-".to_owned()),
-    };
+    /// An address in the log, `-` when unknown: formatted only when the event is enabled.
+    struct OrDash(Option<IpAddr>);
+    impl std::fmt::Display for OrDash {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.0 {
+                Some(ip) => ip.fmt(f),
+                None => f.write_str("-"),
+            }
+        }
+    }
+
     tracing::info!(
         target: "tower_cdn::access",
-        client = %client,
-        peer = %peer,
+        client = %OrDash(exchange.client.map(|(viewer, _)| viewer)),
+        peer = %OrDash(exchange.client.map(|(_, peer)| peer)),
         method = %exchange.method,
         host = %exchange.headers.get(HOST).and_then(|v| v.to_str().ok()).or(exchange.uri.host()).unwrap_or("-"),
         uri = %exchange.uri.path(),
